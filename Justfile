@@ -1,0 +1,31 @@
+# client-proxy's tasks. On a fresh machine run them through ./just, which installs what they need.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := justfile_directory() / ".venv/bin"
+export PATH := venv + ":" + env_var("PATH")
+
+# List the recipes.
+default:
+    @just --list
+
+# Everything CI runs: lint, types, unit, property (ci profile under CI) and integration tests.
+test: lint typecheck
+    python -m pytest tests
+
+# The property tests with the long Hypothesis profile (thousands of examples each).
+test-long:
+    HYPOTHESIS_PROFILE=long python -m pytest tests/property -x
+
+# ruff on everything.
+lint:
+    ruff check src tests
+    ruff format --check src tests
+
+# mypy --strict on the core.
+typecheck:
+    mypy
+
+# Requests per second and bytes per outstanding request through the core alone.
+bench-core:
+    python -m benchmarks.bench_core

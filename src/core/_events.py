@@ -1,0 +1,62 @@
+"""Events: everything that can happen to the proxy, as input to :func:`step`.
+
+Each event carries ``now``, a monotonic time in seconds chosen by the transport. The core never
+reads a clock; a ``now`` earlier than one already seen is treated as the latest seen, so a
+misbehaving clock can delay deadlines but never reorder them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._stanzas import Stanza
+
+__all__ = [
+    "ConnectionLost",
+    "ConnectionUp",
+    "Event",
+    "StanzaReceived",
+    "StopRequested",
+    "TimePassed",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionUp:
+    """The component stream is authenticated (XEP-0114 §3): stanzas can flow both ways."""
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost:
+    """The component stream is gone. Requests stay outstanding until their deadlines."""
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class StanzaReceived:
+    """The server routed ``stanza`` to the component."""
+
+    now: float
+    stanza: Stanza
+
+
+@dataclass(frozen=True, slots=True)
+class TimePassed:
+    """Time moved on; the transport sends this at (or after) the deadline it was last given."""
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequested:
+    """Shut down: refuse new requests, wait up to ``drain`` seconds for outstanding replies, then
+    answer what is left with an error and emit :class:`~client_proxy.core.Stopped`."""
+
+    now: float
+    drain: float = 0.0
+
+
+Event = ConnectionUp | ConnectionLost | StanzaReceived | TimePassed | StopRequested

@@ -1,0 +1,28 @@
+"""Choosing a resource: a seeded pseudo-random choice whose generator state lives in the state.
+
+SplitMix64 (Steele, Lea, Flood, "Fast splittable pseudorandom number generators", OOPSLA 2014):
+one 64-bit integer of state, a pure step function, good enough statistics for load spreading.
+Carrying the integer in the state (rather than a `random.Random` object) keeps the state a value:
+the same seed and the same events always give the same choices.
+"""
+
+from __future__ import annotations
+
+__all__ = ["next_random", "pick"]
+
+_MASK = (1 << 64) - 1
+
+
+def next_random(seed: int) -> tuple[int, int]:
+    """``(value, next_seed)``: a 64-bit pseudo-random value and the generator's next state."""
+    seed = (seed + 0x9E3779B97F4A7C15) & _MASK
+    z = seed
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31), seed
+
+
+def pick(candidates: tuple[str, ...], seed: int) -> tuple[str, int]:
+    """One of ``candidates`` (non-empty, in a fixed order), uniformly, and the next seed."""
+    value, seed = next_random(seed)
+    return candidates[value % len(candidates)], seed

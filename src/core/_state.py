@@ -1,0 +1,117 @@
+"""The proxy's state: one immutable value, updated by :func:`~client_proxy.core.step` alone.
+
+Collections that grow with traffic are persistent hash maps (`immutables.Map`, a HAMT): an
+update shares all but O(log n) of the old map, so a step costs the same with ten requests
+outstanding as with a hundred thousand, and an old state stays valid after the step (a test can
+keep every state it saw). Small collections (the target's resources) are sorted tuples, whose
+order is part of what makes the seeded choice deterministic across processes.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from immutables import Map
+
+from ._config import ProxyConfig
+from ._stanzas import Stanza
+
+__all__ = [
+    "MAX_RESOURCES",
+    "Link",
+    "Outstanding",
+    "ProxyState",
+    "RequestKey",
+    "Subscription",
+    "TargetResource",
+    "initial_state",
+]
+
+_EMPTY: Map[object, object] = Map()
+
+#: The most target resources tracked at once; presence beyond it is ignored and logged.
+MAX_RESOURCES = 1024
+
+#: A request is known by its requester's full JID and its id (RFC 6120 §8.2.3: the id is chosen
+#: by the requester, so it is only unique per requester).
+RequestKey = tuple[str, str]
+
+
+class Link(enum.Enum):
+    """Whether the component stream to the server is up."""
+
+    DOWN = "down"
+    UP = "up"
+
+
+class Subscription(enum.Enum):
+    """The proxy's subscription to the target's presence, as far as this connection has seen."""
+
+    NONE = "none"  #: not asked yet on this connection, or refused/revoked by the target
+    REQUESTED = "requested"  #: `subscribe` sent, `subscribed` not seen yet
+    APPROVED = "approved"  #: `subscribed` seen; the `probe` has been sent
+
+
+@dataclass(frozen=True, slots=True)
+class TargetResource:
+    """An online resource of the target, with its presence priority (RFC 6121 §4.7.2.3)."""
+
+    name: str
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Outstanding:
+    """An accepted request still owed exactly one answer.
+
+    ``request`` is the stanza as the requester sent it (its ``to`` is the address the answer
+    comes from). ``resource`` is the target resource that has it, or None while it waits for the
+    resync after a (re)connect. ``tried`` lists every resource it was sent to.
+    """
+
+    seq: int
+    request: Stanza
+    deadline: float
+    resource: str | None
+    tried: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyState:
+    """Everything the proxy knows. Build the first one with :func:`initial_state`.
+
+    ``requests`` maps (requester, id) to its :class:`Outstanding`. ``queue`` maps each accepted
+    request's sequence number to its key: every request gets the same timeout and time never runs
+    backwards here, so acceptance order is deadline order, and ``queue[head]`` (after skipping
+    numbers already answered) is the next request to expire. ``per_requester`` counts
+    outstanding requests per requester for the per-requester limit. ``held`` keeps answers
+    produced while the link was down, sent as soon as it is up again.
+    """
+
+    config: ProxyConfig
+    rng: int
+    now: float = float("-inf")
+    link: Link = Link.DOWN
+    subscription: Subscription = Subscription.NONE
+    resources: tuple[TargetResource, ...] = ()
+    requests: Map[RequestKey, Outstanding] = _EMPTY  # type: ignore[assignment]
+    queue: Map[int, RequestKey] = _EMPTY  # type: ignore[assignment]
+    head: int = 0
+    next_seq: int = 0
+    per_requester: Map[str, int] = _EMPTY  # type: ignore[assignment]
+    parked: tuple[RequestKey, ...] = ()
+    sync_until: float = float("-inf")
+    held: tuple[Stanza, ...] = ()
+    stop_at: float | None = None
+    stopped: bool = False
+
+    @property
+    def online(self) -> tuple[str, ...]:
+        """Names of the target's online resources, sorted."""
+        return tuple(r.name for r in self.resources)
+
+
+def initial_state(config: ProxyConfig, seed: int = 0) -> ProxyState:
+    """The state before the first event: disconnected, nothing known, ``seed`` for the choice."""
+    return ProxyState(config=config, rng=seed & ((1 << 64) - 1))

@@ -1,0 +1,1 @@
+"""client-proxy's imperative shell: the slixmpp component connection, config, CLI and timers."""
