@@ -1,0 +1,218 @@
+"""The TOML configuration: read, checked, and turned into the core's :class:`ProxyConfig`.
+
+Every problem becomes a :class:`ConfigError` whose message is one line naming the key and what is
+wrong with it; the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from client_proxy.core import ProxyConfig
+from slixmpp.jid import JID, InvalidJID
+
+__all__ = ["DEFAULTS", "SECRET_ENV", "ConfigError", "Settings", "load_settings", "parse_settings"]
+
+#: Read when neither `secret` nor `secret_file` is in the file.
+SECRET_ENV = "CLIENT_PROXY_SECRET"
+
+#: Every optional key with its default. The README's config reference lists the same.
+DEFAULTS: dict[str, Any] = {
+    "request_timeout": 30.0,
+    "retry_get": True,
+    "retry_set": False,
+    "max_outstanding": 10_000,
+    "max_per_requester": 1_000,
+    "sync_grace": 5.0,
+    "drain_timeout": 5.0,
+    "reconnect_max_delay": 30.0,
+    "seed": None,
+}
+_REQUIRED = ("component", "server", "target")
+_SECRETS = ("secret", "secret_file")
+_KNOWN = frozenset((*_REQUIRED, *_SECRETS, *DEFAULTS))
+
+
+class ConfigError(Exception):
+    """A configuration problem, with a one-line message for the operator."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon needs: the core's config plus what only the shell uses."""
+
+    core: ProxyConfig
+    host: str
+    port: int
+    secret: str = field(repr=False)
+    drain_timeout: float
+    reconnect_max_delay: float
+    seed: int | None
+
+    @property
+    def component(self) -> str:
+        return self.core.proxy_domain
+
+    @property
+    def target(self) -> str:
+        return self.core.target
+
+
+def load_settings(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Settings:
+    """Read and check the TOML file at ``path``; raise :class:`ConfigError` on any problem."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text") from None
+    return parse_settings(raw, base=Path(path).parent, environ=environ)
+
+
+def parse_settings(
+    raw: dict[str, Any], base: Path | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Check a parsed TOML table. ``base`` resolves a relative `secret_file`."""
+    env = os.environ if environ is None else environ
+    unknown = sorted(set(raw) - _KNOWN)
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} (known keys: {', '.join(sorted(_KNOWN))})")
+    for key in _REQUIRED:
+        if key not in raw:
+            raise ConfigError(f"missing key {key!r}")
+    component = _domain(_string(raw, "component"))
+    target = _bare_jid(_string(raw, "target"))
+    host, port = _server(_string(raw, "server"))
+    secret = _secret(raw, base, env)
+
+    values = {**DEFAULTS, **{k: v for k, v in raw.items() if k in DEFAULTS}}
+    request_timeout = _seconds(values, "request_timeout", positive=True)
+    sync_grace = _seconds(values, "sync_grace")
+    drain_timeout = _seconds(values, "drain_timeout")
+    reconnect_max_delay = _seconds(values, "reconnect_max_delay", positive=True)
+    retry_get = _bool(values, "retry_get")
+    retry_set = _bool(values, "retry_set")
+    max_outstanding = _count(values, "max_outstanding")
+    max_per_requester = _count(values, "max_per_requester")
+    seed = values["seed"]
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise ConfigError(f"seed must be an integer, not {seed!r}")
+    if target.split("@", 1)[1] == component:
+        raise ConfigError(f"target {target!r} must not be an address at the component itself")
+
+    core = ProxyConfig(
+        proxy_domain=component,
+        target=target,
+        request_timeout=request_timeout,
+        retry_get=retry_get,
+        retry_set=retry_set,
+        max_outstanding=max_outstanding,
+        max_per_requester=max_per_requester,
+        sync_grace=sync_grace,
+    )
+    return Settings(core, host, port, secret, drain_timeout, reconnect_max_delay, seed)
+
+
+def _string(raw: dict[str, Any], key: str) -> str:
+    value = raw[key]
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key} must be a non-empty string, not {value!r}")
+    return value.strip()
+
+
+def _jid(text: str, key: str) -> Any:
+    # slixmpp applies the JID profiles (nodeprep, nameprep, resourceprep), the same
+    # normalisation the server applies to the addresses it stamps, so the core can compare
+    # strings exactly.
+    try:
+        return JID(text)
+    except InvalidJID as exc:
+        raise ConfigError(f"{key} {text!r} is not a valid JID: {exc}") from None
+
+
+def _domain(text: str) -> str:
+    jid = _jid(text, "component")
+    if jid.user or jid.resource:
+        raise ConfigError(
+            f"component {text!r} must be the component's domain alone (like proxy.example.org)"
+        )
+    return str(jid.domain)
+
+
+def _bare_jid(text: str) -> str:
+    jid = _jid(text, "target")
+    if not jid.user or jid.resource:
+        raise ConfigError(f"target {text!r} must be a bare JID like svc@example.org")
+    return str(jid.bare)
+
+
+def _server(text: str) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text:
+        raise ConfigError(f"server {text!r} must be host:port (like 127.0.0.1:5347)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"server port {port_text!r} is not a number") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"server port {port} is out of range (1-65535)")
+    return host, port
+
+
+def _secret(raw: dict[str, Any], base: Path | None, env: dict[str, str] | os._Environ[str]) -> str:
+    if "secret" in raw and "secret_file" in raw:
+        raise ConfigError("set only one of secret and secret_file")
+    if "secret" in raw:
+        return _string(raw, "secret")
+    if "secret_file" in raw:
+        path = Path(_string(raw, "secret_file"))
+        if base is not None and not path.is_absolute():
+            path = base / path
+        try:
+            secret = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read secret_file {str(path)!r}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"secret_file {str(path)!r} is not UTF-8 text") from None
+        if not secret:
+            raise ConfigError(f"secret_file {str(path)!r} is empty")
+        return secret
+    secret = env.get(SECRET_ENV, "").strip()
+    if not secret:
+        raise ConfigError(f"missing key 'secret' (or 'secret_file', or ${SECRET_ENV})")
+    return secret
+
+
+def _seconds(values: dict[str, Any], key: str, positive: bool = False) -> float:
+    value = values[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{key} must be a number of seconds, not {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise ConfigError(f"{key} must be {'> 0' if positive else '>= 0'}, not {value!r}")
+    return float(value)
+
+
+def _bool(values: dict[str, Any], key: str) -> bool:
+    value = values[key]
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, not {value!r}")
+    return value
+
+
+def _count(values: dict[str, Any], key: str) -> int:
+    value = values[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be an integer >= 1, not {value!r}")
+    return value
