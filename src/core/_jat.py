@@ -18,12 +18,17 @@ Two rules keep the round trip exact:
 
 from __future__ import annotations
 
+import re
 import stringprep
 import unicodedata
 
 from ._jid import MAX_PART_BYTES, bare, domain_of, resource_of
 
 __all__ = ["decode_requester", "encode_requester", "translation_problem"]
+
+# Of ASCII, Resourceprep touches only the controls (RFC 3454 table C.2.1; the space, C.1.1, is
+# allowed in a resourcepart). NFKC and every other table leave ASCII alone.
+_ASCII_PROHIBITED = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def encode_requester(proxy_domain: str, requester: str) -> str:
@@ -83,7 +88,8 @@ def translation_problem(requester: str) -> str | None:
     """
     if not requester:
         return "the request has no sender address"
-    size = len(requester.encode("utf-8", "surrogatepass"))
+    ascii = requester.isascii()
+    size = len(requester) if ascii else len(requester.encode("utf-8", "surrogatepass"))
     if size > MAX_PART_BYTES:
         return (
             f"your address is {size} bytes long; client-proxy carries it in a resourcepart, "
@@ -91,10 +97,8 @@ def translation_problem(requester: str) -> str | None:
         )
     if not domain_of(requester):
         return "the sender address has no domain"
-    if requester.isascii():
-        # ASCII fast path: of ASCII, NFKC and the B.1/C tables touch only the controls (C.2.1;
-        # the ASCII space, C.1.1, is allowed in a resourcepart).
-        if any(ord(c) < 0x20 or c == "\x7f" for c in requester):
+    if ascii:
+        if _ASCII_PROHIBITED.search(requester):
             return "the sender address contains characters a resourcepart may not carry"
         return None
     if _resourceprep_changes(requester):

@@ -129,9 +129,12 @@ def step(state: ProxyState, event: Event) -> Transition:
         run.disconnected()
     elif isinstance(event, StopRequested):
         run.stop(event.drain)
+        # A stop with no drain is due at once. No other event brings a deadline to `now`:
+        # new requests are due `request_timeout` later, and parking only happens before
+        # sync_until.
+        run.expire()
     else:
         raise TypeError(f"not a client-proxy event: {event!r}")
-    run.expire()
     return run.finish()
 
 
@@ -145,7 +148,6 @@ class _Step:
         "link",
         "next_seq",
         "now",
-        "old",
         "out",
         "parked",
         "per_requester",
@@ -160,7 +162,6 @@ class _Step:
     )
 
     def __init__(self, state: ProxyState, now: float) -> None:
-        self.old = state
         self.config = state.config
         # Time never runs backwards inside the core (see _events).
         self.now = now if now > state.now else state.now
@@ -309,7 +310,8 @@ class _Step:
         if not sender or not to:
             self.count("dropped.malformed")
             return
-        if domain_of(to) != cfg.proxy_domain:
+        proxy = cfg.proxy_domain
+        if to != proxy and not to.startswith(proxy + "/") and domain_of(to) != proxy:
             self.count("dropped.not_for_us")
             return
         from_target = bare(sender) == cfg.target
@@ -377,7 +379,7 @@ class _Step:
             return
         resource: str | None = None
         if self.resources:
-            resource = self.choose(self.online())
+            resource = self.choose(self.resources)
         elif self.link is not Link.UP or self.now >= self.sync_until:
             self.refuse(s, _NO_RESOURCE, "refused.no_resource")
             return
@@ -394,12 +396,9 @@ class _Step:
         else:
             self.forward(o, resource)
 
-    def online(self) -> tuple[str, ...]:
-        return tuple(r.name for r in self.resources)
-
-    def choose(self, candidates: tuple[str, ...]) -> str:
-        name, self.rng = pick(candidates, self.rng)
-        return name
+    def choose(self, candidates: tuple[TargetResource, ...]) -> str:
+        chosen, self.rng = pick(candidates, self.rng)
+        return chosen.name
 
     def forward(self, o: Outstanding, resource: str) -> None:
         cfg = self.config
@@ -418,7 +417,9 @@ class _Step:
             )
         )
 
-    def redispatch(self, key: RequestKey, o: Outstanding, candidates: tuple[str, ...]) -> None:
+    def redispatch(
+        self, key: RequestKey, o: Outstanding, candidates: tuple[TargetResource, ...]
+    ) -> None:
         resource = self.choose(candidates)
         tried = o.tried if resource in o.tried else (*o.tried, resource)
         o = Outstanding(o.seq, o.request, o.deadline, resource, tried)
@@ -447,7 +448,7 @@ class _Step:
         ):
             # Most likely the server's bounce for a session that has just gone (DESIGN.md: IQ to
             # an offline full JID). A get is safe to send again elsewhere.
-            untried = tuple(n for n in self.online() if n not in o.tried)
+            untried = tuple(r for r in self.resources if r.name not in o.tried)
             if untried:
                 self.count("retried.bounce")
                 self.redispatch(key, o, untried)
@@ -534,7 +535,7 @@ class _Step:
             self.log("info", "resource.online", f"{self.config.target}/{name} is online")
         if self.parked:
             parked, self.parked = self.parked, ()
-            online = self.online()
+            online = self.resources
             for key in parked:
                 o = self.requests[key]
                 self.redispatch(key, o, online)
@@ -559,7 +560,7 @@ class _Step:
             for key, o in self.requests.items()
             if o.resource is not None and (everything or o.resource in gone)
         )
-        online = self.online()
+        online = self.resources
         for _seq, key in affected:
             o = self.requests[key]
             if online and self.retryable(o):

@@ -8,7 +8,11 @@ the same seed and the same events always give the same choices.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 __all__ = ["next_random", "pick"]
+
+T = TypeVar("T")
 
 _MASK = (1 << 64) - 1
 
@@ -22,7 +26,7 @@ def next_random(seed: int) -> tuple[int, int]:
     return z ^ (z >> 31), seed
 
 
-def pick(candidates: tuple[str, ...], seed: int) -> tuple[str, int]:
+def pick(candidates: tuple[T, ...], seed: int) -> tuple[T, int]:
     """One of ``candidates`` (non-empty, in a fixed order), uniformly, and the next seed."""
     value, seed = next_random(seed)
     return candidates[value % len(candidates)], seed
