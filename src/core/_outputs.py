@@ -8,7 +8,6 @@ sees :class:`Stopped` it disconnects. ``Transition.deadline`` is when to call ba
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from ._stanzas import Stanza
@@ -21,15 +20,13 @@ __all__ = ["CountMetric", "LogLevel", "LogRecord", "Output", "SendStanza", "Stop
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
-@dataclass(frozen=True, slots=True)
-class SendStanza:
+class SendStanza(NamedTuple):
     """Send ``stanza`` on the component stream, exactly as given."""
 
     stanza: Stanza
 
 
-@dataclass(frozen=True, slots=True)
-class LogRecord:
+class LogRecord(NamedTuple):
     """Something an operator should see. ``code`` is a stable, greppable name for the event."""
 
     level: LogLevel
@@ -37,18 +34,18 @@ class LogRecord:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class CountMetric:
+class CountMetric(NamedTuple):
     """Add one to the counter ``name`` (for example ``dropped.reply_unknown``)."""
 
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class Stopped:
+class Stopped(NamedTuple):
     """Every request has been answered after :class:`StopRequested`: the transport may close."""
 
 
+# Outputs are NamedTuples rather than frozen dataclasses for the reason given at the end of
+# ``_stanzas``: two are built for every proxied request.
 Output = SendStanza | LogRecord | CountMetric | Stopped
 
 
