@@ -245,6 +245,16 @@ class _Step:
             for key in self.parked:
                 self.count("refused.no_resource")
                 self.answer_error(key, self.requests[key], _NO_RESOURCE)
+        if self.subscription is Subscription.REQUESTED and self.sync_until <= now:
+            cfg = self.config
+            self.subscription = Subscription.UNANSWERED
+            self.log(
+                "warning",
+                "subscription.pending",
+                f"{cfg.target} has not approved the presence subscription from "
+                f"{cfg.proxy_domain} after {cfg.sync_grace:g} s: until it does, requests get "
+                "service-unavailable (README: approving the subscription)",
+            )
         if self.stop_at is not None and not self.stopped and self.stop_at <= now:
             self.answer_all(_SHUTTING_DOWN, "answered.shutdown")
 
@@ -589,7 +599,9 @@ class _Step:
         deadline: float | None = None
         if head < self.next_seq:
             deadline = self.requests[self.queue[head]].deadline
-        if self.parked and (deadline is None or self.sync_until < deadline):
+        if (self.parked or self.subscription is Subscription.REQUESTED) and (
+            deadline is None or self.sync_until < deadline
+        ):
             deadline = self.sync_until
         if (
             self.stop_at is not None

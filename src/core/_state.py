@@ -50,6 +50,8 @@ class Subscription(enum.Enum):
 
     NONE = "none"  #: not asked yet on this connection, or refused/revoked by the target
     REQUESTED = "requested"  #: `subscribe` sent, `subscribed` not seen yet
+    #: still no `subscribed` ``sync_grace`` seconds after asking: the operator has been told
+    UNANSWERED = "unanswered"
     APPROVED = "approved"  #: `subscribed` seen; the `probe` has been sent
 
 
