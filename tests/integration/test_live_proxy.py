@@ -7,10 +7,14 @@ Addresses below: the target is a fresh account `svc-N@localhost` per test (the R
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from proxy_env import PASSWORD, PROXY_DOMAIN, SECRET, ProxyEnv
@@ -629,5 +633,77 @@ def test_strict_client_timeout_not_needed(env: ProxyEnv) -> None:
             except IqTimeout:
                 pytest.fail("the proxy's error reply did not match (from, id) for Iq.send")
         assert caught.value.condition == "service-unavailable"
+
+    env.run(main)
+
+
+# -- the example implementing client -------------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "implementing_client.py"
+
+
+def test_example_implementing_client(env: ProxyEnv) -> None:
+    """examples/implementing_client.py, run as its own process, approves the proxy's
+    subscription and answers ping, version and echo through the proxy; the echo names the real
+    requester (read from the translated `from`). SIGTERM takes it offline cleanly."""
+
+    async def main() -> None:
+        daemon = await env.ready_daemon()
+        mark = daemon.mark()
+        example = subprocess.Popen(
+            [
+                sys.executable,
+                str(EXAMPLE),
+                "--jid",
+                f"{env.target}/worker",
+                "--proxy",
+                PROXY_DOMAIN,
+                "--server",
+                f"127.0.0.1:{env.prosody.c2s_port}",
+                "--plaintext",
+            ],
+            env={**os.environ, "SERVICE_PASSWORD": PASSWORD},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            await daemon.wait_log("subscription.approved", since=mark)
+            await env.wait_resource(daemon, "resource.online", "worker", since=mark)
+            user = await env.requester()
+            me = str(user.boundjid)
+
+            ping = user.request(PROXY_DOMAIN, payload="<ping xmlns='urn:xmpp:ping'/>")
+            reply = await user.reply(ping, PROMPT)
+            assert (reply.type, reply.from_, reply.to, reply.payload) == (
+                "result",
+                PROXY_DOMAIN,
+                me,
+                (),
+            ), reply
+
+            version = user.request(PROXY_DOMAIN, payload="<query xmlns='jabber:iq:version'/>")
+            reply = await user.reply(version, PROMPT)
+            assert (reply.type, reply.from_) == ("result", PROXY_DOMAIN), reply
+            (query,) = [ET.fromstring(p) for p in reply.payload]
+            assert query.findtext("{jabber:iq:version}name"), reply
+
+            echo = user.request(PROXY_DOMAIN, payload=echo_payload("hello"))
+            reply = await user.reply(echo, PROMPT)
+            assert (reply.type, reply.from_, reply.id) == ("result", PROXY_DOMAIN, echo), reply
+            (query,) = [ET.fromstring(p) for p in reply.payload]
+            assert query.findtext("{urn:example:echo}text") == "hello"
+            assert query.findtext("{urn:example:echo}requester") == me
+
+            mark = daemon.mark()
+            example.send_signal(signal.SIGTERM)
+            await env.wait_resource(daemon, "resource.offline", "worker", since=mark)
+            assert await asyncio.to_thread(example.wait, 10) == 0
+        finally:
+            if example.poll() is None:
+                example.kill()
+            output = await asyncio.to_thread(example.communicate, timeout=10)
+            print("--- example output ---\n" + (output[0] or ""))
 
     env.run(main)
