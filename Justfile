@@ -29,3 +29,7 @@ typecheck:
 # Requests per second and bytes per outstanding request through the core alone.
 bench-core:
     python -m benchmarks.bench_core
+
+# The main job: a throwaway Prosody on loopback, the proxy, a two-resource service and a user.
+demo:
+    python examples/demo.py

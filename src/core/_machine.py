@@ -159,6 +159,7 @@ class _Step:
         "stopped",
         "subscription",
         "sync_until",
+        "synced",
     )
 
     def __init__(self, state: ProxyState, now: float) -> None:
@@ -175,6 +176,7 @@ class _Step:
         self.per_requester = state.per_requester
         self.parked = state.parked
         self.sync_until = state.sync_until
+        self.synced = state.synced
         self.held = state.held
         self.rng = state.rng
         self.stop_at = state.stop_at
@@ -278,6 +280,7 @@ class _Step:
         self.resources = ()
         self.subscription = Subscription.REQUESTED
         self.sync_until = self.now + cfg.sync_grace
+        self.synced = False
         # Subscribe only; the probe waits for `subscribed` (Prosody drops a pending subscription
         # on probe). A repeated subscribe is harmless and doubles as the resync.
         self.send(Stanza("presence", type="subscribe", from_=cfg.proxy_domain, to=cfg.target))
@@ -292,6 +295,9 @@ class _Step:
             return
         self.link = Link.DOWN
         self.subscription = Subscription.NONE
+        if self.stop_at is not None:
+            self.log("info", "connection.closed", "disconnected")
+            return
         self.log(
             "warning",
             "connection.lost",
@@ -390,7 +396,7 @@ class _Step:
         resource: str | None = None
         if self.resources:
             resource = self.choose(self.resources)
-        elif self.link is not Link.UP or self.now >= self.sync_until:
+        elif self.link is not Link.UP or self.synced or self.now >= self.sync_until:
             self.refuse(s, _NO_RESOURCE, "refused.no_resource")
             return
         seq = self.next_seq
@@ -484,18 +490,21 @@ class _Step:
                 self.count("ignored.presence_bare")
                 return
             self.resource_available(resource, _priority(s.priority))
+            self.synced = True
         elif kind == "unavailable":
             if resource:
                 self.resource_left(resource)
             else:
                 # RFC 6121 §4.3.2: a bare unavailable means no resource is available.
                 self.all_left("target.offline", f"{cfg.target} has no resource online")
+                self.end_sync()
         elif kind == "error":
             self.all_left(
                 "target.presence_error",
                 f"presence error from {cfg.target}: treating every resource as offline",
                 level="warning",
             )
+            self.end_sync()
         elif kind == "subscribed":
             if self.subscription is Subscription.APPROVED:
                 self.count("ignored.subscribed_again")
@@ -516,8 +525,18 @@ class _Step:
                 "target account, then restart or reconnect client-proxy",
                 level="error",
             )
+            self.end_sync()
         else:
             self.count("ignored.presence_from_target")
+
+    def end_sync(self) -> None:
+        """The target's presence has told where it stands since the (re)connect: requests that
+        find no resource from now on are refused at once, and so are those parked."""
+        self.synced = True
+        if self.parked:
+            for key in self.parked:
+                self.count("refused.no_resource")
+                self.answer_error(key, self.requests[key], _NO_RESOURCE)
 
     def resource_available(self, name: str, priority: int) -> None:
         resources = self.resources
@@ -623,6 +642,7 @@ class _Step:
             self.per_requester,
             self.parked,
             self.sync_until,
+            self.synced,
             self.held,
             self.stop_at,
             self.stopped,

@@ -89,7 +89,10 @@ class ProxyState(NamedTuple):
     backwards here, so acceptance order is deadline order, and ``queue[head]`` (after skipping
     numbers already answered) is the next request to expire. ``per_requester`` counts
     outstanding requests per requester for the per-requester limit. ``held`` keeps answers
-    produced while the link was down, sent as soon as it is up again.
+    produced while the link was down, sent as soon as it is up again. ``synced`` turns true
+    once the target's presence has said, since the last connect, whether any resource is
+    online; until then, and for at most ``sync_grace`` (``sync_until``), a request that finds
+    no resource is parked rather than refused.
     """
 
     config: ProxyConfig
@@ -105,6 +108,7 @@ class ProxyState(NamedTuple):
     per_requester: Map[str, int] = _EMPTY  # type: ignore[assignment]
     parked: tuple[RequestKey, ...] = ()
     sync_until: float = float("-inf")
+    synced: bool = False
     held: tuple[Stanza, ...] = ()
     stop_at: float | None = None
     stopped: bool = False
