@@ -199,8 +199,12 @@ class _Step:
         self.forget(key, o)
         if self.link is Link.UP:
             self.out.append(SendStanza(reply))
-        else:
+        elif len(self.held) < self.config.max_outstanding:
             self.held = (*self.held, reply)
+        else:
+            # Only a transport that keeps delivering requests while it says the link is down
+            # gets here; the state must stay bounded all the same.
+            self.count("dropped.held_overflow")
 
     def answer_error(self, key: RequestKey, o: Outstanding, error: StanzaError) -> None:
         self.answer(key, o, _error_reply(o.request, error))
