@@ -595,6 +595,64 @@ def test_per_requester_limit(env: ProxyEnv) -> None:
     env.run(main)
 
 
+def test_total_outstanding_limit(env: ProxyEnv) -> None:
+    """max_outstanding = 2: with two requests outstanding (from two users) a third user is
+    refused resource-constraint (wait); once one is answered, the next request is accepted."""
+
+    async def main() -> None:
+        daemon = await env.ready_daemon(max_outstanding=2)
+        (a,) = await env.online(daemon, "alpha", mode="hold")
+        users = [await env.requester() for _ in range(3)]
+        held = [u.request(PROXY_DOMAIN) for u in users[:2]]
+        await a.wait_requests(2, PROMPT)
+        third = users[2].request(PROXY_DOMAIN)
+        assert_error(
+            await users[2].reply(third, PROMPT),
+            to=str(users[2].boundjid),
+            from_=PROXY_DOMAIN,
+            id=third,
+            condition="resource-constraint",
+            etype="wait",
+        )
+        a.answer(held[0])
+        assert (await users[0].reply(held[0], PROMPT)).type == "result"
+        again = users[2].request(PROXY_DOMAIN)
+        await a.wait_requests(3, PROMPT)
+        a.answer(again)
+        assert (await users[2].reply(again, PROMPT)).type == "result"
+        a.answer(held[1])
+        assert (await users[1].reply(held[1], PROMPT)).type == "result"
+
+    env.run(main)
+
+
+def test_overlong_requester_refused(env: ProxyEnv) -> None:
+    """A requester whose full JID cannot fit in a resourcepart (over 1023 bytes) gets a clear
+    error (not-acceptable, modify) from the proxy; nothing malformed reaches the target."""
+
+    async def main() -> None:
+        daemon = await env.ready_daemon()
+        (a,) = await env.online(daemon, "alpha")
+        user = await env.requester(resource="r" * 1020)
+        me = str(user.boundjid)
+        assert len(me.encode()) > 1023
+        rid = user.request(PROXY_DOMAIN)
+        assert_error(
+            await user.reply(rid, PROMPT),
+            to=me,
+            from_=PROXY_DOMAIN,
+            id=rid,
+            condition="not-acceptable",
+            etype="modify",
+        )
+        assert a.requests == []
+        short = await env.requester()
+        rid = short.request(PROXY_DOMAIN)
+        assert (await short.reply(rid, PROMPT)).type == "result"
+
+    env.run(main)
+
+
 # -- secrets -------------------------------------------------------------------------------------
 
 
