@@ -107,6 +107,7 @@ def test_readme_flow_four_stanzas(env: ProxyEnv) -> None:
 
         await asyncio.sleep(0.5)
         assert user.unsolicited() == [], user.iqs
+        assert user.messages == [], user.messages
 
     env.run(main)
 
@@ -490,8 +491,8 @@ def test_sigint_stops_cleanly(env: ProxyEnv) -> None:
 def test_forged_replies_are_not_delivered(env: ProxyEnv) -> None:
     """The target cannot make the proxy deliver what nobody asked for: a result for an id nobody
     sent, a result to a user who sent nothing, a reply from the wrong resource, a second reply,
-    and a request of its own to a user's translated address all reach nobody; the real reply is
-    delivered once."""
+    a request of its own and a message to a user's translated address all reach nobody; the real
+    reply is delivered once."""
 
     async def main() -> None:
         daemon = await env.ready_daemon()
@@ -510,9 +511,14 @@ def test_forged_replies_are_not_delivered(env: ProxyEnv) -> None:
         holder.send_raw_iq(to=f"{PROXY_DOMAIN}/{me}", id="never-asked", payload=forged)
         holder.send_raw_iq(to=f"{PROXY_DOMAIN}/{them}", id="nobody-asked", payload=forged)
         holder.send_raw_iq(to=f"{PROXY_DOMAIN}/{them}", id="get-1", type="get", payload=forged)
+        holder.send_message_to(f"{PROXY_DOMAIN}/{them}", "forged message")
         await asyncio.sleep(1.0)
         assert user.iqs == [], user.iqs
         assert bystander.iqs == [], bystander.iqs
+        assert user.messages == [] and bystander.messages == [], (
+            user.messages,
+            bystander.messages,
+        )
 
         holder.answer(rid)
         reply = await user.reply(rid, PROMPT)
@@ -527,6 +533,7 @@ def test_forged_replies_are_not_delivered(env: ProxyEnv) -> None:
         await asyncio.sleep(0.5)
         assert [r.id for r in user.iqs] == [rid, barrier], user.iqs
         assert bystander.iqs == [], bystander.iqs
+        assert user.messages == [] and bystander.messages == []
 
     env.run(main)
 
