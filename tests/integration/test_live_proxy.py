@@ -353,6 +353,32 @@ def test_deadline_expiry(env: ProxyEnv) -> None:
     env.run(main)
 
 
+def test_burst_of_requests_all_answered_once(env: ProxyEnv) -> None:
+    """300 requests at once from three users over two resources: every one is answered exactly
+    once, to the user who sent it, from the proxy, with its own payload."""
+
+    async def main() -> None:
+        daemon = await env.ready_daemon()
+        await env.online(daemon, "alpha", "bravo")
+        users = [await env.requester() for _ in range(3)]
+        sent = {u: [u.request(PROXY_DOMAIN) for _ in range(100)] for u in users}
+        for u, ids in sent.items():
+            replies = await u.all_replies(ids, 20)
+            for rid in ids:
+                assert_result(
+                    replies[rid],
+                    to=str(u.boundjid),
+                    from_=PROXY_DOMAIN,
+                    id=rid,
+                    payload=echo_payload(rid),
+                )
+        await asyncio.sleep(0.5)
+        for u in users:
+            assert u.unsolicited() == [], u.unsolicited()[:5]
+
+    env.run(main)
+
+
 # -- restarts -------------------------------------------------------------------------------------
 
 
@@ -413,6 +439,26 @@ def test_prosody_restarted_under_proxy(env: ProxyEnv) -> None:
             reply, to=str(user.boundjid), from_=PROXY_DOMAIN, id=rid, payload=echo_payload(rid)
         )
         assert daemon.process.poll() is None
+
+    env.run(main, timeout=90)
+
+
+def test_daemon_started_before_prosody(env: ProxyEnv) -> None:
+    """The daemon starts while Prosody is down: it keeps trying (does not exit), connects once
+    Prosody is up, and serves."""
+
+    async def main() -> None:
+        await asyncio.to_thread(env.prosody.stop)
+        daemon = env.start_daemon()
+        await asyncio.sleep(2.0)
+        assert daemon.process.poll() is None, daemon.tail()
+        assert daemon.matching("connection.up") == []
+        await asyncio.to_thread(env.prosody.start)
+        await daemon.wait_log("connection.up", timeout=40)
+        await env.online(daemon, "alpha")
+        user = await env.requester()
+        rid = user.request(PROXY_DOMAIN)
+        assert (await user.reply(rid, PROMPT)).type == "result"
 
     env.run(main, timeout=90)
 
