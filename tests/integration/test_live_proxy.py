@@ -818,3 +818,41 @@ def test_example_implementing_client(env: ProxyEnv) -> None:
             print("--- example output ---\n" + (output[0] or ""))
 
     env.run(main)
+
+
+# -- event loops ----------------------------------------------------------------------------------
+
+
+def test_uvloop_event_loop(env: ProxyEnv) -> None:
+    """With `event_loop = "uvloop"` the daemon proxies the same: 100 requests over two
+    resources all answered once, a get held by a resource that drops its connection is retried
+    on the other, and SIGTERM still drains and exits 0."""
+    pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        daemon = await env.ready_daemon(event_loop="uvloop")
+        alpha, bravo = await env.online(daemon, "alpha", "bravo")
+        user = await env.requester()
+        me = str(user.boundjid)
+        ids = [user.request(PROXY_DOMAIN) for _ in range(100)]
+        replies = await user.all_replies(ids, 20)
+        for rid in ids:
+            assert_result(
+                replies[rid], to=me, from_=PROXY_DOMAIN, id=rid, payload=echo_payload(rid)
+            )
+
+        alpha.mode = bravo.mode = "hold"
+        held = user.request(PROXY_DOMAIN)
+        await wait_for(lambda: held in alpha.held or held in bravo.held, "the request held")
+        holder, other = (alpha, bravo) if held in alpha.held else (bravo, alpha)
+        other.mode = "echo"
+        holder.kill()
+        reply = await user.reply(held, PROMPT)
+        assert_result(reply, to=me, from_=PROXY_DOMAIN, id=held, payload=echo_payload(held))
+
+        daemon.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(daemon.process.wait, 15) == 0
+        await asyncio.sleep(0.3)
+        assert user.unsolicited() == [], user.unsolicited()[:5]
+
+    env.run(main)
