@@ -46,7 +46,7 @@ def _canon(payload: str) -> str:
     return serialize(ET.fromstring(payload))
 
 
-async def wait_for(predicate: Callable[[], object], what: str, timeout: float = 8.0) -> None:
+async def wait_for(predicate: Callable[[], object], what: str, timeout: float = PROMPT) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -730,7 +730,7 @@ def test_secret_sources(env: ProxyEnv, source: str) -> None:
     env.run(main)
 
 
-def test_strict_client_timeout_not_needed(env: ProxyEnv) -> None:
+def test_strict_client_gets_error_reply(env: ProxyEnv) -> None:
     """slixmpp's Iq.send raises IqError on the proxy's error replies (it matches them on from and
     id), never IqTimeout: with no resource online the strict client gets service-unavailable."""
 
