@@ -245,7 +245,8 @@ def leaks_to_target(outcome: Outcome) -> list[str]:
         kind = s.get("type")
         if s.name == "presence" and kind == "subscribe" and sender == PROXY:
             continue
-        if s.name == "presence" and kind == "error":
+        error = s.child("error")
+        if s.name == "presence" and error is not None and error.child("not-connected") is not None:
             continue  # the server's bounce of the target's own presence while the proxy is away
         if s.name == "iq" and kind in ("get", "set"):
             requester = decode_requester(PROXY, sender)
