@@ -39,16 +39,23 @@ from hypothesis import example, given
 ALICE = "alice@example.org/phone"
 
 # Bug 1 (fault: the stream drops while the transport's timer is late, as the embedding contract
-# allows: "TimePassed at or after the deadline"). The request's deadline passes at t=4.02 with
-# the timer due at 4.52; the stream drops at 4.3. step(ConnectionLost) expires the request
-# *before* it marks the link down, so the timeout answer comes out as a SendStanza in the very
-# transition that reports the stream gone: no transport can send it, and the user never gets an
-# answer. (The same happens with a punctual timer when the drop comes at the deadline's instant.)
+# allows: "TimePassed at or after the deadline"). The request reaches the proxy at t=1.015, so
+# its deadline is 4.015 and the late timer fires at 4.515; the stream drops at 4.3. step()
+# expires the request *before* it handles ConnectionLost, so the timeout answer comes out as a
+# SendStanza of the very transition that reports the stream gone: no transport can send it, and
+# the user never gets an answer. A punctual timer does not help when the drop comes at the
+# deadline's instant (the second schedule).
 TIMEOUT_DUE_AS_THE_STREAM_DROPS = Schedule(
     users=(User(ALICE),),
     resources=(Resource("a", answer_after=None),),
     steps=(Online(0.0, "a"), Request(1.0, ALICE, "1"), ComponentDown(4.3)),
     settings=Settings(request_timeout=3.0, timer_lag=0.5),
+)
+TIMEOUT_DUE_AT_THE_INSTANT_THE_STREAM_DROPS = Schedule(
+    users=(User(ALICE, latency=0.0),),
+    resources=(Resource("a", answer_after=None),),
+    steps=(Online(0.0, "a"), Request(1.0, ALICE, "1"), ComponentDown(4.0)),
+    settings=Settings(request_timeout=3.0, component_latency=0.0),
 )
 
 # Bug 2 (fault: a slow resource, with a requester that reuses an id). Request #1 (id 1) times
@@ -83,6 +90,7 @@ _WITHOUT_KNOWN_TRIGGERS = ALL_FAULTS - {"timer_lag", "id_reuse"}
 
 @given(schedules())
 @example(TIMEOUT_DUE_AS_THE_STREAM_DROPS)
+@example(TIMEOUT_DUE_AT_THE_INSTANT_THE_STREAM_DROPS)
 @example(LATE_REPLY_TO_A_REUSED_ID)
 def test_every_request_gets_exactly_one_answer_of_its_own(schedule: Schedule) -> None:
     check_outcome(run(schedule), ("transport_faults", "answered_exactly_once"))
@@ -111,6 +119,10 @@ def test_every_property_with_a_punctual_timer_and_ids_never_reused(schedule: Sch
 
 def test_an_answer_due_as_the_stream_drops_is_not_lost() -> None:
     check_outcome(run(TIMEOUT_DUE_AS_THE_STREAM_DROPS))
+
+
+def test_an_answer_due_at_the_instant_the_stream_drops_is_not_lost() -> None:
+    check_outcome(run(TIMEOUT_DUE_AT_THE_INSTANT_THE_STREAM_DROPS))
 
 
 def test_a_late_reply_is_not_taken_for_the_answer_to_a_reused_id() -> None:
