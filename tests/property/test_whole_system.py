@@ -84,6 +84,20 @@ FORGERY_THAT_WINS_THE_RACE = Schedule(
     settings=Settings(component_latency=0.001),
 )
 
+# Not a bug either, a limit of the wire contract (ids pass unchanged): a resource that answers
+# one request twice, to a user who then reuses the id. The proxy drops the first copy (it
+# remembers that the resource still owed an answer to the timed-out request), but the second
+# copy is indistinguishable from the answer to the new request. The schedules never combine
+# the two faults; this pins what happens when they are.
+DUPLICATE_ANSWER_TO_A_REUSED_ID = Schedule(
+    users=(User(ALICE, latency=0.001),),
+    resources=(Resource("a", answer_after=4.0, twice=True, latency=0.001),),
+    steps=(Online(0.0, "a"), Request(0.0, ALICE, "1"), Request(3.1, ALICE, "1")),
+    settings=Settings(
+        request_timeout=1.0, sync_grace=0.0, retry_get=False, component_latency=0.001
+    ),
+)
+
 # The known bugs' triggers, for the tests that keep running everything else meanwhile.
 _WITHOUT_KNOWN_TRIGGERS = ALL_FAULTS - {"timer_lag", "id_reuse"}
 
@@ -148,8 +162,15 @@ def test_a_schedule_prints_as_the_python_that_builds_it(schedule: Schedule) -> N
     assert eval(repr(schedule), namespace) == schedule
 
 
+def test_a_duplicate_answer_to_a_reused_id_is_the_one_limit() -> None:
+    found = violations(run(DUPLICATE_ANSWER_TO_A_REUSED_ID))
+    assert len(found) == 1
+    assert "received the answer to their request #1" in found[0]
+    assert "as the answer to their request #2" in found[0]
+
+
 def test_the_replay_script_replays() -> None:
-    script = LATE_REPLY_TO_A_REUSED_ID.script()
+    script = DUPLICATE_ANSWER_TO_A_REUSED_ID.script()
     out = io.StringIO()
     raised: BaseException | None = None
     with redirect_stdout(out):
