@@ -1,0 +1,43 @@
+"""Who may use the service, and how fast: allow/deny lists and a per-requester rate limit.
+
+The rate limit is GCRA (the generic cell rate algorithm, ITU-T I.371), the token bucket written
+with one number per requester: its *theoretical arrival time* (TAT). A request at ``now`` is
+allowed if ``TAT - now <= (burst - 1) * interval``, and then ``TAT = max(TAT, now) + interval``.
+A requester whose TAT has passed has a full bucket, which is the same as having no entry, so
+entries can be swept away once stale: the state holds only requesters active in the last
+``burst * interval`` seconds.
+"""
+
+from __future__ import annotations
+
+from ._jid import bare, domain_of, resource_of
+
+__all__ = ["listed", "rate_check"]
+
+
+def listed(requester: str, entries: tuple[str, ...]) -> bool:
+    """True if ``requester`` matches one of ``entries``: a domain (`example.org`) matches every
+    address at it, a bare JID (`user@example.org`) every resource of it, a full JID itself."""
+    if not entries:
+        return False
+    b = bare(requester)
+    d = domain_of(requester)
+    for entry in entries:
+        if resource_of(entry) is not None:
+            if entry == requester:
+                return True
+        elif "@" in entry:
+            if entry == b:
+                return True
+        elif entry == d:
+            return True
+    return False
+
+
+def rate_check(tat: float | None, now: float, rate: float, burst: int) -> float | None:
+    """The requester's new TAT if a request at ``now`` is within its rate, else None."""
+    interval = 1.0 / rate
+    start = now if tat is None or tat < now else tat
+    if start - now > (burst - 1) * interval:
+        return None
+    return start + interval
