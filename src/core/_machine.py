@@ -650,6 +650,8 @@ class _Step:
             if r.failures:
                 self.resources = (*resources[:i], r._replace(failures=0), *resources[i + 1 :])
             return
+        if r.cooling_until > self.now:
+            return  # already out of rotation: answers to requests it had before do not extend it
         failures = r.failures + 1
         cooling_until = r.cooling_until
         if cfg.failure_threshold and failures >= cfg.failure_threshold:

@@ -14,9 +14,6 @@
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
-
 from client_proxy.core import (
     ConnectionUp,
     ProxyConfig,
@@ -30,6 +27,8 @@ from client_proxy.core import (
     initial_state,
     step,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 PROXY = "proxy.example.org"
 TARGET = "svc@example.org"

@@ -8,9 +8,6 @@
 
 from __future__ import annotations
 
-from hypothesis import example, given
-from hypothesis import strategies as st
-
 from client_proxy.core import (
     ConnectionUp,
     ProxyConfig,
@@ -24,6 +21,8 @@ from client_proxy.core import (
     rate_check,
     step,
 )
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 PROXY = "proxy.example.org"
 TARGET = "svc@example.org"

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from client_proxy.core import (
     ROUTING_STRATEGIES,
     ConnectionUp,
@@ -29,6 +26,8 @@ from client_proxy.core import (
     initial_state,
     step,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 PROXY = "proxy.example.org"
 TARGET = "svc@example.org"
