@@ -33,3 +33,7 @@ bench-core:
 # The main job: a throwaway Prosody on loopback, the proxy, a two-resource service and a user.
 demo:
     python examples/demo.py
+
+# One request through the proxy in a simulated deployment, no XMPP server: the four stanzas.
+sim:
+    python -m client_proxy.sim

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .config import ConfigError, Settings, load_settings
 from .daemon import run
@@ -67,9 +67,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     _setup_logging(args.log_level)
     try:
-        return asyncio.run(run(settings))
+        with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
+            return runner.run(run(settings))
     except KeyboardInterrupt:  # a signal before the handlers were installed
         return 130
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if name == "uvloop":
+        import uvloop  # noqa: PLC0415  # optional; the config check made sure it is installed
+
+        return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return None
 
 
 if __name__ == "__main__":

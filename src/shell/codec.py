@@ -1,21 +1,25 @@
 """Between ElementTree stanzas (what slixmpp parses) and the core's :class:`Stanza` values.
 
 The payload is the tuple of the stanza's child elements, the very objects the parser made: they
-are handed to the core and back and appended to the outgoing element as they are, so a payload
-is never reparsed or rebuilt (only written out once, on send).
+are handed to the core and back and written out as they are, so a payload is never reparsed or
+rebuilt (only written out once, on send). :func:`to_text` writes a core stanza straight to the
+text that goes on the wire; :func:`to_element` builds the same stanza as an element.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Final
 from xml.etree.ElementTree import Element, SubElement
 
 from client_proxy.core import Stanza, StanzaError
 
-__all__ = ["STANZAS_NS", "from_element", "to_element"]
+__all__ = ["STANZAS_NS", "from_element", "to_element", "to_text"]
 
 #: RFC 6120 §8.3.3: the namespace of the defined conditions and of `<text/>`.
 STANZAS_NS: Final = "urn:ietf:params:xml:ns:xmpp-stanzas"
+#: The namespace bound to the `xml:` prefix (`xml:lang`).
+XML_NS: Final = "http://www.w3.org/XML/1998/namespace"
 _ROUTING = frozenset({"type", "id", "from", "to"})
 _KINDS: Final = ("iq", "message", "presence")
 
@@ -41,7 +45,11 @@ def from_element(xml: Element) -> Stanza | None:
             if _local(child.tag) == "priority":
                 priority = child.text or ""
                 break
-    extra = tuple((k, v) for k, v in attrib.items() if k not in _ROUTING)
+    extra = (
+        ()
+        if _ROUTING.issuperset(attrib)
+        else tuple((k, v) for k, v in attrib.items() if k not in _ROUTING)
+    )
     return Stanza(
         kind,  # type: ignore[arg-type]  # checked against _KINDS above
         stype,
@@ -97,3 +105,117 @@ def to_element(stanza: Stanza, namespace: str) -> Element:
         if err.text:
             SubElement(error, f"{{{STANZAS_NS}}}text").text = err.text
     return el
+
+
+# -- writing ------------------------------------------------------------------------------------
+#
+# slixmpp's tostring escapes character by character in Python and drops attributes in
+# namespaces it has no prefix for; this writer is what the proxy sends with. The stanza's own
+# element is in the stream's default namespace and needs no declaration; a child declares its
+# namespace only where it differs from its parent's, as slixmpp does. Attribute values are
+# single-quoted.
+
+_ATTR_SPECIAL = re.compile("[&<>'\"\t\n\r]")
+_ATTR_ESCAPES = str.maketrans(
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        "'": "&apos;",
+        '"': "&quot;",
+        "\t": "&#9;",
+        "\n": "&#10;",
+        "\r": "&#13;",
+    }
+)
+_TEXT_SPECIAL = re.compile("[&<>\r]")
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+
+
+def _attr(value: str) -> str:
+    return value.translate(_ATTR_ESCAPES) if _ATTR_SPECIAL.search(value) else value
+
+
+def _text(value: str) -> str:
+    return value.translate(_TEXT_ESCAPES) if _TEXT_SPECIAL.search(value) else value
+
+
+def _write_attributes(items: object, out: list[str]) -> None:
+    declared = 0
+    for key, value in items:  # type: ignore[attr-defined]
+        name = key
+        if key[:1] == "{":
+            namespace, _, local = key[1:].partition("}")
+            if namespace == XML_NS:
+                name = "xml:" + local
+            else:
+                # An attribute in a namespace of its own: declare a prefix for it right here.
+                prefix = f"ns{declared}"
+                declared += 1
+                out.append(f" xmlns:{prefix}='{_attr(namespace)}'")
+                name = f"{prefix}:{local}"
+        out.append(f" {name}='{_attr(value)}'")
+
+
+def _write_element(el: Element, parent_ns: str, out: list[str]) -> None:
+    tag = el.tag
+    if not isinstance(tag, str):  # a comment or processing instruction: not part of a stanza
+        if el.tail:
+            out.append(_text(el.tail))
+        return
+    if tag[:1] == "{":
+        namespace, _, name = tag[1:].partition("}")
+    else:
+        namespace, name = "", tag
+    out.append("<" + name)
+    if namespace != parent_ns:
+        out.append(f" xmlns='{_attr(namespace)}'")
+    if el.attrib:
+        _write_attributes(el.attrib.items(), out)
+    text = el.text
+    if text or len(el):
+        out.append(">")
+        if text:
+            out.append(_text(text))
+        for child in el:
+            _write_element(child, namespace, out)
+        out.append(f"</{name}>")
+    else:
+        out.append("/>")
+    if el.tail:
+        out.append(_text(el.tail))
+
+
+def to_text(stanza: Stanza, namespace: str) -> str:
+    """The XML text of ``stanza`` as a top-level element of a stream whose default namespace is
+    ``namespace`` (`jabber:component:accept`)."""
+    kind = stanza.kind
+    out = ["<" + kind]
+    if stanza.type is not None:
+        out.append(f" type='{_attr(stanza.type)}'")
+    if stanza.id is not None:
+        out.append(f" id='{_attr(stanza.id)}'")
+    if stanza.from_ is not None:
+        out.append(f" from='{_attr(stanza.from_)}'")
+    if stanza.to is not None:
+        out.append(f" to='{_attr(stanza.to)}'")
+    if stanza.extra:
+        _write_attributes(stanza.extra, out)
+    payload = stanza.payload
+    children: tuple[Element, ...] = payload if isinstance(payload, tuple) else ()
+    err = stanza.error
+    if err is not None and any(_local(c.tag) == "error" for c in children):
+        err = None
+    if not children and err is None:
+        out.append("/>")
+        return "".join(out)
+    out.append(">")
+    for child in children:
+        _write_element(child, namespace, out)
+    if err is not None:
+        out.append(f"<error type='{_attr(err.type)}'><{err.condition} xmlns='{STANZAS_NS}'/>")
+        if err.text:
+            out.append(f"<text xmlns='{STANZAS_NS}'>{_text(err.text)}</text>")
+        out.append("</error>")
+    out.append(f"</{kind}>")
+    return "".join(out)

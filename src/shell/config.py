@@ -6,6 +6,7 @@ wrong with it; the CLI prints it and exits 2.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -17,7 +18,15 @@ from typing import Any
 from client_proxy.core import ROUTING_STRATEGIES, ProxyConfig
 from slixmpp.jid import JID, InvalidJID
 
-__all__ = ["DEFAULTS", "SECRET_ENV", "ConfigError", "Settings", "load_settings", "parse_settings"]
+__all__ = [
+    "DEFAULTS",
+    "EVENT_LOOPS",
+    "SECRET_ENV",
+    "ConfigError",
+    "Settings",
+    "load_settings",
+    "parse_settings",
+]
 
 #: Read when neither `secret` nor `secret_file` is in the file.
 SECRET_ENV = "CLIENT_PROXY_SECRET"
@@ -43,7 +52,11 @@ DEFAULTS: dict[str, Any] = {
     "rate_burst": 200,
     "outbound_iq": True,
     "messages": True,
+    "event_loop": "asyncio",
 }
+#: The values of `event_loop`: the standard library's loop, or uvloop (an optional dependency:
+#: `pip install 'client-proxy[uvloop]'`).
+EVENT_LOOPS = ("asyncio", "uvloop")
 _REQUIRED = ("component", "server", "target")
 _SECRETS = ("secret", "secret_file")
 _KNOWN = frozenset((*_REQUIRED, *_SECRETS, *DEFAULTS))
@@ -64,6 +77,7 @@ class Settings:
     drain_timeout: float
     reconnect_max_delay: float
     seed: int | None
+    event_loop: str = "asyncio"
 
     @property
     def component(self) -> str:
@@ -118,6 +132,13 @@ def parse_settings(
     seed = values["seed"]
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ConfigError(f"seed must be an integer, not {seed!r}")
+    event_loop = values["event_loop"]
+    if event_loop not in EVENT_LOOPS:
+        raise ConfigError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}, not {event_loop!r}")
+    if event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ConfigError(
+            "event_loop = 'uvloop' needs the uvloop package: pip install 'client-proxy[uvloop]'"
+        )
     if target.split("@", 1)[1] == component:
         raise ConfigError(f"target {target!r} must not be an address at the component itself")
     routing = values["routing"]
@@ -163,7 +184,7 @@ def parse_settings(
         outbound_iq=_bool(values, "outbound_iq"),
         messages=_bool(values, "messages"),
     )
-    return Settings(core, host, port, secret, drain_timeout, reconnect_max_delay, seed)
+    return Settings(core, host, port, secret, drain_timeout, reconnect_max_delay, seed, event_loop)
 
 
 def _string(raw: dict[str, Any], key: str) -> str:

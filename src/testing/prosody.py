@@ -1,9 +1,10 @@
-"""A throwaway Prosody for the integration tests (and the demo): generated config, free loopback
-ports, its own data directory, started in the foreground and stopped with SIGTERM.
+"""A throwaway Prosody for tests and demos: generated config, free loopback ports, its own data
+directory, started in the foreground and stopped with SIGTERM. client-proxy's integration tests,
+its demo and its benchmarks use it; so can the tests of an implementing client.
 
-Standard library only, so a demo script can import it too::
+Standard library only::
 
-    from prosody import Prosody
+    from client_proxy.testing.prosody import Prosody
 
     with Prosody(workdir, components={"proxy.localhost": "secret"}) as server:
         server.register("svc", "localhost", "password")

@@ -8,7 +8,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from prosody import Prosody, prosody_available
+from client_proxy.testing.prosody import Prosody, prosody_available
 from proxy_env import PROXY_DOMAIN, SECRET, ProxyEnv
 
 

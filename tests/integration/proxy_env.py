@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from prosody import Prosody
+from client_proxy.testing.prosody import Prosody
 from proxy_daemon import Daemon, toml_config
 from xmpp_clients import Requester, TargetResource
 

@@ -4,6 +4,7 @@ does so at once, before connecting anywhere)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 from pathlib import Path
@@ -67,6 +68,16 @@ def test_check_accepts_good_config(tmp_path: Path) -> None:
         assert result.returncode == 0, (result.stdout, result.stderr)
 
 
+def test_check_accepts_each_event_loop(tmp_path: Path) -> None:
+    """`event_loop` may be "asyncio" (the default) or "uvloop" (when uvloop is installed)."""
+    loops = ["asyncio"]
+    if importlib.util.find_spec("uvloop") is not None:
+        loops.append("uvloop")
+    for loop in loops:
+        result = cli("check", "--config", str(write(tmp_path, with_(event_loop=loop))))
+        assert result.returncode == 0, (loop, result.stderr)
+
+
 def test_check_accepts_secret_from_file_and_env(tmp_path: Path) -> None:
     """The secret may come from secret_file or $CLIENT_PROXY_SECRET instead of `secret`."""
     secret = tmp_path / "secret"
@@ -103,6 +114,7 @@ BAD_CASES: dict[str, tuple[dict[str, Any] | str, tuple[str, ...]]] = {
     "negative timeout": (with_(request_timeout=-1), ("request_timeout",)),
     "zero max_outstanding": (with_(max_outstanding=0), ("max_outstanding",)),
     "retry_get not a bool": (with_(retry_get="yes"), ("retry_get",)),
+    "unknown event_loop": (with_(event_loop="trio"), ("event_loop",)),
     "not TOML": ("component = = 'proxy.localhost'\n", ("toml",)),
 }
 

@@ -46,7 +46,7 @@ def _canon(payload: str) -> str:
     return serialize(ET.fromstring(payload))
 
 
-async def wait_for(predicate: Callable[[], object], what: str, timeout: float = 8.0) -> None:
+async def wait_for(predicate: Callable[[], object], what: str, timeout: float = PROMPT) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -107,6 +107,7 @@ def test_readme_flow_four_stanzas(env: ProxyEnv) -> None:
 
         await asyncio.sleep(0.5)
         assert user.unsolicited() == [], user.iqs
+        assert user.messages == [], user.messages
 
     env.run(main)
 
@@ -352,6 +353,32 @@ def test_deadline_expiry(env: ProxyEnv) -> None:
     env.run(main)
 
 
+def test_burst_of_requests_all_answered_once(env: ProxyEnv) -> None:
+    """300 requests at once from three users over two resources: every one is answered exactly
+    once, to the user who sent it, from the proxy, with its own payload."""
+
+    async def main() -> None:
+        daemon = await env.ready_daemon()
+        await env.online(daemon, "alpha", "bravo")
+        users = [await env.requester() for _ in range(3)]
+        sent = {u: [u.request(PROXY_DOMAIN) for _ in range(100)] for u in users}
+        for u, ids in sent.items():
+            replies = await u.all_replies(ids, 20)
+            for rid in ids:
+                assert_result(
+                    replies[rid],
+                    to=str(u.boundjid),
+                    from_=PROXY_DOMAIN,
+                    id=rid,
+                    payload=echo_payload(rid),
+                )
+        await asyncio.sleep(0.5)
+        for u in users:
+            assert u.unsolicited() == [], u.unsolicited()[:5]
+
+    env.run(main)
+
+
 # -- restarts -------------------------------------------------------------------------------------
 
 
@@ -412,6 +439,26 @@ def test_prosody_restarted_under_proxy(env: ProxyEnv) -> None:
             reply, to=str(user.boundjid), from_=PROXY_DOMAIN, id=rid, payload=echo_payload(rid)
         )
         assert daemon.process.poll() is None
+
+    env.run(main, timeout=90)
+
+
+def test_daemon_started_before_prosody(env: ProxyEnv) -> None:
+    """The daemon starts while Prosody is down: it keeps trying (does not exit), connects once
+    Prosody is up, and serves."""
+
+    async def main() -> None:
+        await asyncio.to_thread(env.prosody.stop)
+        daemon = env.start_daemon()
+        await asyncio.sleep(2.0)
+        assert daemon.process.poll() is None, daemon.tail()
+        assert daemon.matching("connection.up") == []
+        await asyncio.to_thread(env.prosody.start)
+        await daemon.wait_log("connection.up", timeout=40)
+        await env.online(daemon, "alpha")
+        user = await env.requester()
+        rid = user.request(PROXY_DOMAIN)
+        assert (await user.reply(rid, PROMPT)).type == "result"
 
     env.run(main, timeout=90)
 
@@ -490,12 +537,12 @@ def test_sigint_stops_cleanly(env: ProxyEnv) -> None:
 def test_forged_replies_are_not_delivered(env: ProxyEnv) -> None:
     """The target cannot make the proxy deliver what nobody asked for: a result for an id nobody
     sent, a result to a user who sent nothing, a reply from the wrong resource, a second reply,
-    and (with outbound_iq off, mod_client_proxy's behaviour; on, it is a feature, see
-    test_beyond_reference) a request of its own to a user's translated address all reach
-    nobody; the real reply is delivered once."""
+    a request of its own and a message to a user's translated address all reach nobody (with
+    outbound_iq and messages off, mod_client_proxy's behaviour; on, they are features, see
+    test_beyond_reference); the real reply is delivered once."""
 
     async def main() -> None:
-        daemon = await env.ready_daemon(outbound_iq=False)
+        daemon = await env.ready_daemon(outbound_iq=False, messages=False)
         resources = await env.online(daemon, "alpha", "bravo", mode="hold")
         user = await env.requester()
         bystander = await env.requester()
@@ -511,9 +558,14 @@ def test_forged_replies_are_not_delivered(env: ProxyEnv) -> None:
         holder.send_raw_iq(to=f"{PROXY_DOMAIN}/{me}", id="never-asked", payload=forged)
         holder.send_raw_iq(to=f"{PROXY_DOMAIN}/{them}", id="nobody-asked", payload=forged)
         holder.send_raw_iq(to=f"{PROXY_DOMAIN}/{them}", id="get-1", type="get", payload=forged)
+        holder.send_message_to(f"{PROXY_DOMAIN}/{them}", "forged message")
         await asyncio.sleep(1.0)
         assert user.iqs == [], user.iqs
         assert bystander.iqs == [], bystander.iqs
+        assert user.messages == [] and bystander.messages == [], (
+            user.messages,
+            bystander.messages,
+        )
 
         holder.answer(rid)
         reply = await user.reply(rid, PROMPT)
@@ -528,6 +580,7 @@ def test_forged_replies_are_not_delivered(env: ProxyEnv) -> None:
         await asyncio.sleep(0.5)
         assert [r.id for r in user.iqs] == [rid, barrier], user.iqs
         assert bystander.iqs == [], bystander.iqs
+        assert user.messages == [] and bystander.messages == []
 
     env.run(main)
 
@@ -678,7 +731,7 @@ def test_secret_sources(env: ProxyEnv, source: str) -> None:
     env.run(main)
 
 
-def test_strict_client_timeout_not_needed(env: ProxyEnv) -> None:
+def test_strict_client_gets_error_reply(env: ProxyEnv) -> None:
     """slixmpp's Iq.send raises IqError on the proxy's error replies (it matches them on from and
     id), never IqTimeout: with no resource online the strict client gets service-unavailable."""
 
@@ -764,5 +817,43 @@ def test_example_implementing_client(env: ProxyEnv) -> None:
                 example.kill()
             output = await asyncio.to_thread(example.communicate, timeout=10)
             print("--- example output ---\n" + (output[0] or ""))
+
+    env.run(main)
+
+
+# -- event loops ----------------------------------------------------------------------------------
+
+
+def test_uvloop_event_loop(env: ProxyEnv) -> None:
+    """With `event_loop = "uvloop"` the daemon proxies the same: 100 requests over two
+    resources all answered once, a get held by a resource that drops its connection is retried
+    on the other, and SIGTERM still drains and exits 0."""
+    pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        daemon = await env.ready_daemon(event_loop="uvloop")
+        alpha, bravo = await env.online(daemon, "alpha", "bravo")
+        user = await env.requester()
+        me = str(user.boundjid)
+        ids = [user.request(PROXY_DOMAIN) for _ in range(100)]
+        replies = await user.all_replies(ids, 20)
+        for rid in ids:
+            assert_result(
+                replies[rid], to=me, from_=PROXY_DOMAIN, id=rid, payload=echo_payload(rid)
+            )
+
+        alpha.mode = bravo.mode = "hold"
+        held = user.request(PROXY_DOMAIN)
+        await wait_for(lambda: held in alpha.held or held in bravo.held, "the request held")
+        holder, other = (alpha, bravo) if held in alpha.held else (bravo, alpha)
+        other.mode = "echo"
+        holder.kill()
+        reply = await user.reply(held, PROMPT)
+        assert_result(reply, to=me, from_=PROXY_DOMAIN, id=held, payload=echo_payload(held))
+
+        daemon.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(daemon.process.wait, 15) == 0
+        await asyncio.sleep(0.3)
+        assert user.unsolicited() == [], user.unsolicited()[:5]
 
     env.run(main)

@@ -95,12 +95,17 @@ class _Client(ClientXMPP):  # type: ignore[misc]
         self.roster.auto_authorize = None
         self.roster.auto_subscribe = False
         self.iqs: list[IqRecord] = []
+        #: Every <message> received once the session started, as text.
+        self.messages: list[str] = []
         self.recording = False
         self._changed = asyncio.Event()
         self._session: asyncio.Future[None] | None = None
         self.add_event_handler("session_start", self._on_session_start)
         self.add_event_handler("failed_auth", self._on_failed_auth)
         self.register_handler(Callback("record iq", MatchXPath(f"{{{CLIENT_NS}}}iq"), self._on_iq))
+        self.register_handler(
+            Callback("record message", MatchXPath(f"{{{CLIENT_NS}}}message"), self._on_message)
+        )
 
     async def start(self, timeout: float = 10.0) -> None:
         """Connect, log in, fetch the roster, send initial presence."""
@@ -132,6 +137,11 @@ class _Client(ClientXMPP):  # type: ignore[misc]
 
     def on_iq(self, iq: Any) -> None:
         """What to do with a recorded IQ (subclasses)."""
+
+    def _on_message(self, message: Any) -> None:
+        if self.recording:
+            self.messages.append(ET.tostring(message.xml, encoding="unicode"))
+            self._notify()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -302,6 +312,10 @@ class TargetResource(_Client):
         if payload is not None:
             reply.append(ET.fromstring(payload))
         reply.send()
+
+    def send_message_to(self, to: str, body: str) -> None:
+        """Send a chat message (for forged traffic)."""
+        self.send_message(mto=to, mbody=body, mtype="chat")
 
     def send_raw_iq(self, *, to: str, id: str, type: str = "result", payload: str = "") -> None:
         """Send an IQ built by hand (for forged replies)."""
