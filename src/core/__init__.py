@@ -54,6 +54,7 @@ from ._stanzas import (
 from ._state import (
     MAX_RESOURCES,
     Call,
+    LateReply,
     Link,
     MessageRoute,
     Outstanding,
@@ -78,6 +79,7 @@ __all__ = [
     "ConnectionUp",
     "CountMetric",
     "Event",
+    "LateReply",
     "Link",
     "LogLevel",
     "LogRecord",

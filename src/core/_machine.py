@@ -94,6 +94,7 @@ from ._stanzas import Stanza, StanzaError
 from ._state import (
     MAX_RESOURCES,
     Call,
+    LateReply,
     Link,
     MessageRoute,
     Outstanding,
@@ -146,6 +147,11 @@ def step(state: ProxyState, event: Event) -> Transition:
     :data:`Event`) raises TypeError.
     """
     run = _Step(state, event.now)
+    if isinstance(event, ConnectionLost):
+        # The link goes first: an answer falling due in this very step cannot be sent on a
+        # stream that is gone, so it must be held (found by the whole-system properties, with a
+        # timer firing late, as the embedding contract allows).
+        run.disconnected()
     # Deadlines first: a reply that arrives after its request's deadline finds it answered.
     run.expire()
     if isinstance(event, StanzaReceived):
@@ -155,7 +161,7 @@ def step(state: ProxyState, event: Event) -> Transition:
     elif isinstance(event, ConnectionUp):
         run.connected()
     elif isinstance(event, ConnectionLost):
-        run.disconnected()
+        pass
     elif isinstance(event, StopRequested):
         run.stop(event.drain)
         # A stop with no drain is due at once. No other event brings a deadline to `now`:
@@ -175,6 +181,7 @@ class _Step:
         "config",
         "head",
         "held",
+        "lates",
         "link",
         "load",
         "next_seq",
@@ -218,6 +225,7 @@ class _Step:
         self.stopped = state.stopped
         self.calls = state.calls
         self.routes = state.routes
+        self.lates = state.lates
         self.load = state.load
         self.turn = state.turn
         self.rates = state.rates
@@ -315,29 +323,60 @@ class _Step:
             self.rates = Map({k: tat for k, tat in self.rates.items() if tat > now})
             self.sweep_at = now + self.sweep_period() if self.rates else float("inf")
 
+    def due(self, entry: QueueEntry) -> float:
+        """The deadline of a queue entry."""
+        kind, jid, ident = entry
+        key = (jid, ident)
+        if kind == "in":
+            return self.requests[key].deadline
+        if kind == "call":
+            return self.calls[key].deadline
+        return self.routes[key].deadline
+
     def expire_entry(self, entry: QueueEntry, now: float) -> bool:
         """Deal with one queue entry if it is due; False if it is not."""
+        if self.due(entry) > now:
+            return False
         kind, jid, ident = entry
         key = (jid, ident)
         if kind == "in":
             o = self.requests[key]
-            if o.deadline > now:
-                return False
             self.count("answered.timeout")
             self.answer_error(key, o, _TIMEOUT)
+            if o.resource is not None:
+                self.expect_late(key, o.resource, o.skip + 1)
         elif kind == "call":
             c = self.calls[key]
-            if c.deadline > now:
-                return False
             self.count("answered.call_timeout")
             self.answer_call(key, c, _error_reply(c.request, _TIMEOUT))
         else:
             route = self.routes[key]
-            if route.deadline > now:
-                return False
             self.routes = self.routes.delete(key)
             self.queue = self.queue.delete(route.seq)
         return True
+
+    def expect_late(self, key: RequestKey, resource: str, owed: int) -> None:
+        """Remember that ``resource`` may still send ``owed`` replies for ``key``."""
+        old = self.lates.get(key)
+        if old is not None and old.resource == resource:
+            owed += old.owed
+        elif old is None and len(self.lates) >= self.config.max_outstanding:
+            # Bounded: forget the oldest (a scan, only ever at the cap).
+            oldest = min(self.lates.items(), key=lambda item: item[1].seq)
+            self.lates = self.lates.delete(oldest[0])
+            self.count("dropped.late_reply_memory")
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        self.lates = self.lates.set(key, LateReply(seq, resource, owed))
+
+    def take_late(self, key: RequestKey, resource: str | None) -> int:
+        """A request with ``key`` goes to ``resource``: the late replies it owes for the key, if
+        any, are now the request's to skip."""
+        late = self.lates.get(key)
+        if late is None or late.resource != resource:
+            return 0
+        self.lates = self.lates.delete(key)
+        return late.owed
 
     def answer_all(self) -> None:
         """The drain is over: everything still owed an answer gets `service-unavailable`."""
@@ -511,6 +550,10 @@ class _Step:
             return
         resource: str | None = None
         candidates = self.candidates()
+        late = self.lates.get(key)
+        if late is not None and len(candidates) > 1:
+            # Keep it away from the resource that may still answer the same key late.
+            candidates = tuple(r for r in candidates if r.name != late.resource)
         if candidates:
             resource = self.choose(candidates, requester)
         elif self.resources:
@@ -522,7 +565,9 @@ class _Step:
         seq = self.next_seq
         self.next_seq = seq + 1
         tried = () if resource is None else (resource,)
-        o = Outstanding(seq, s, self.now + cfg.request_timeout, resource, tried)
+        o = Outstanding(
+            seq, s, self.now + cfg.request_timeout, resource, tried, self.take_late(key, resource)
+        )
         self.requests = self.requests.set(key, o)
         self.queue = self.queue.set(seq, ("in", requester, key[1]))
         self.per_requester = self.per_requester.set(requester, mine + 1)
@@ -596,7 +641,9 @@ class _Step:
             self.unload(o.resource)
         resource = self.choose(candidates, key[0])
         tried = o.tried if resource in o.tried else (*o.tried, resource)
-        o = Outstanding(o.seq, o.request, o.deadline, resource, tried)
+        o = Outstanding(
+            o.seq, o.request, o.deadline, resource, tried, self.take_late(key, resource)
+        )
         self.requests = self.requests.set(key, o)
         self.forward(o, resource)
 
@@ -606,6 +653,16 @@ class _Step:
             self.count("dropped.reply_unmatched")
             return
         key: RequestKey = (requester, s.id or "")
+        late = self.lates.get(key)
+        if late is not None and sender == f"{self.config.target}/{late.resource}":
+            # The answer to a request with this key that timed out at this resource: replies
+            # from one resource come in order, so the next ones from there are those.
+            if late.owed > 1:
+                self.lates = self.lates.set(key, late._replace(owed=late.owed - 1))
+            else:
+                self.lates = self.lates.delete(key)
+            self.count("dropped.reply_late")
+            return
         o = self.requests.get(key)
         if o is None:
             # Unknown id, a second reply, or one after the deadline: nobody is owed it.
@@ -614,6 +671,11 @@ class _Step:
         resource = o.resource
         if resource is None or sender != f"{self.config.target}/{resource}":
             self.count("dropped.reply_wrong_resource")
+            return
+        if o.skip:
+            # The late answer to an earlier request with this key (see LateReply).
+            self.requests = self.requests.set(key, o._replace(skip=o.skip - 1))
+            self.count("dropped.reply_late")
             return
         failed = s.type == "error" and s.error is not None and s.error.condition in _FAILURES
         self.track_failures(resource, failed)
@@ -958,6 +1020,11 @@ class _Step:
             self.count("dropped.call_resource_gone")
             self.calls = self.calls.delete(key)
             self.queue = self.queue.delete(c.seq)
+        # A resource that has gone will not answer late; a new session with its name must not
+        # have its first reply taken for one.
+        for key, late in sorted(self.lates.items()):
+            if everything or late.resource in gone:
+                self.lates = self.lates.delete(key)
 
     # -- the result ----------------------------------------------------------------------------
 
@@ -978,13 +1045,7 @@ class _Step:
         self.head = head
         deadline: float | None = None
         if head < self.next_seq:
-            kind, jid, ident = queue[head]
-            holder = self.requests if kind == "in" else self.calls if kind == "call" else None
-            deadline = (
-                holder[(jid, ident)].deadline
-                if holder is not None
-                else self.routes[(jid, ident)].deadline
-            )
+            deadline = self.due(queue[head])
         if (self.parked or self.subscription is Subscription.REQUESTED) and (
             deadline is None or self.sync_until < deadline
         ):
@@ -1017,6 +1078,7 @@ class _Step:
             self.stopped,
             self.calls,
             self.routes,
+            self.lates,
             self.load,
             self.turn,
             self.rates,

@@ -20,6 +20,7 @@ from ._stanzas import Stanza
 __all__ = [
     "MAX_RESOURCES",
     "Call",
+    "LateReply",
     "Link",
     "MessageRoute",
     "Outstanding",
@@ -83,7 +84,9 @@ class Outstanding(NamedTuple):
 
     ``request`` is the stanza as the requester sent it (its ``to`` is the address the answer
     comes from). ``resource`` is the target resource that has it, or None while it waits for the
-    resync after a (re)connect. ``tried`` lists every resource it was sent to.
+    resync after a (re)connect. ``tried`` lists every resource it was sent to. ``skip`` counts
+    the late replies its resource still owes for earlier requests with the same requester and
+    id (see :class:`LateReply`): that many replies from it are dropped before its own.
     """
 
     seq: int
@@ -91,6 +94,7 @@ class Outstanding(NamedTuple):
     deadline: float
     resource: str | None
     tried: tuple[str, ...] = ()
+    skip: int = 0
 
 
 class Call(NamedTuple):
@@ -104,6 +108,22 @@ class Call(NamedTuple):
     request: Stanza
     deadline: float
     user: str
+
+
+class LateReply(NamedTuple):
+    """Replies the proxy no longer wants: ``resource`` (a name) still holds ``owed`` requests
+    with this requester and id that timed out, and may yet answer them. Ids pass unchanged, so
+    such a late answer would look exactly like the answer to a new request with the same
+    requester and id. The next ``owed`` replies from ``resource`` for this key are dropped; a new
+    request with the key is kept away from ``resource`` if another one can take it, else it
+    takes the count along (:attr:`Outstanding.skip`). Remembered until ``resource`` answers or
+    goes offline: a late answer can come any time later (the whole-system properties found
+    that a fixed horizon lets it through). At most ``max_outstanding`` are kept (the oldest, by
+    ``seq``, is forgotten first)."""
+
+    seq: int
+    resource: str
+    owed: int = 1
 
 
 class MessageRoute(NamedTuple):
@@ -128,7 +148,9 @@ class ProxyState(NamedTuple):
     numbers already answered) is the next request to expire. ``per_requester`` counts
     outstanding requests per requester for the per-requester limit.
 
-    ``calls`` and ``routes`` hold what the target started towards users (IQs owed an answer,
+    ``lates`` remembers which resource still holds requests that timed out (see
+    :class:`LateReply`). ``calls`` and ``routes`` hold what the target
+    started towards users (IQs owed an answer,
     messages whose error may come back); they share ``queue`` (same timeout, same order).
     ``load`` counts requests per resource (kept for `least-outstanding` routing only), ``turn``
     is `round-robin`'s counter, ``rates`` the rate limit's per-requester TAT (see
@@ -159,6 +181,7 @@ class ProxyState(NamedTuple):
     stopped: bool = False
     calls: Map[tuple[str, str], Call] = _EMPTY  # type: ignore[assignment]
     routes: Map[tuple[str, str], MessageRoute] = _EMPTY  # type: ignore[assignment]
+    lates: Map[RequestKey, LateReply] = _EMPTY  # type: ignore[assignment]
     load: Map[str, int] = _EMPTY  # type: ignore[assignment]
     turn: int = 0
     rates: Map[str, float] = _EMPTY  # type: ignore[assignment]
