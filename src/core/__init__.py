@@ -27,7 +27,7 @@ the outputs (:class:`SendStanza`, :class:`LogRecord`, :class:`CountMetric`, :cla
 the next deadline. ``docs/embedding.md`` tells what a transport must do with them.
 """
 
-from ._config import ProxyConfig
+from ._config import ROUTING_STRATEGIES, ProxyConfig
 from ._events import (
     ConnectionLost,
     ConnectionUp,
@@ -40,7 +40,8 @@ from ._jat import decode_requester, encode_requester, translation_problem
 from ._jid import MAX_PART_BYTES, bare, domain_of, resource_of
 from ._machine import step
 from ._outputs import CountMetric, LogLevel, LogRecord, Output, SendStanza, Stopped, Transition
-from ._routing import next_random, pick
+from ._policy import listed, rate_check
+from ._routing import next_random, pick, rendezvous_score
 from ._stanzas import (
     ERROR_CONDITIONS,
     ERROR_TYPES,
@@ -52,9 +53,13 @@ from ._stanzas import (
 )
 from ._state import (
     MAX_RESOURCES,
+    Call,
+    LateReply,
     Link,
+    MessageRoute,
     Outstanding,
     ProxyState,
+    QueueEntry,
     RequestKey,
     Subscription,
     TargetResource,
@@ -68,17 +73,22 @@ __all__ = [
     "MAX_PART_BYTES",
     "MAX_RESOURCES",
     "PRESENCE_TYPES",
+    "ROUTING_STRATEGIES",
+    "Call",
     "ConnectionLost",
     "ConnectionUp",
     "CountMetric",
     "Event",
+    "LateReply",
     "Link",
     "LogLevel",
     "LogRecord",
+    "MessageRoute",
     "Output",
     "Outstanding",
     "ProxyConfig",
     "ProxyState",
+    "QueueEntry",
     "RequestKey",
     "SendStanza",
     "Stanza",
@@ -96,8 +106,11 @@ __all__ = [
     "domain_of",
     "encode_requester",
     "initial_state",
+    "listed",
     "next_random",
     "pick",
+    "rate_check",
+    "rendezvous_score",
     "resource_of",
     "step",
     "translation_problem",

@@ -1,4 +1,7 @@
-"""Choosing a resource: a seeded pseudo-random choice whose generator state lives in the state.
+"""Choosing a resource: the pseudo-random generator, and the rendezvous hash for `sticky`.
+
+The strategies themselves (random, round-robin, least-outstanding, priority, sticky) are applied
+in ``_machine`` (``_Step.choose``), which holds the state they read.
 
 SplitMix64 (Steele, Lea, Flood, "Fast splittable pseudorandom number generators", OOPSLA 2014):
 one 64-bit integer of state, a pure step function, good enough statistics for load spreading.
@@ -8,9 +11,10 @@ the same seed and the same events always give the same choices.
 
 from __future__ import annotations
 
+import hashlib
 from typing import TypeVar
 
-__all__ = ["next_random", "pick"]
+__all__ = ["next_random", "pick", "rendezvous_score"]
 
 T = TypeVar("T")
 
@@ -30,3 +34,11 @@ def pick(candidates: tuple[T, ...], seed: int) -> tuple[T, int]:
     """One of ``candidates`` (non-empty, in a fixed order), uniformly, and the next seed."""
     value, seed = next_random(seed)
     return candidates[value % len(candidates)], seed
+
+
+def rendezvous_score(key: str, name: str) -> int:
+    """Highest-random-weight (rendezvous) hashing score of resource ``name`` for ``key``
+    (Thaler and Ravishankar, 1998). The same key always prefers the same resource while it is
+    online, and a resource leaving moves only the keys that preferred it."""
+    data = f"{key}\0{name}".encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")

@@ -19,9 +19,13 @@ from ._stanzas import Stanza
 
 __all__ = [
     "MAX_RESOURCES",
+    "Call",
+    "LateReply",
     "Link",
+    "MessageRoute",
     "Outstanding",
     "ProxyState",
+    "QueueEntry",
     "RequestKey",
     "Subscription",
     "TargetResource",
@@ -36,6 +40,11 @@ MAX_RESOURCES = 1024
 #: A request is known by its requester's full JID and its id (RFC 6120 §8.2.3: the id is chosen
 #: by the requester, so it is only unique per requester).
 RequestKey = tuple[str, str]
+
+#: What waits for a deadline, in the single queue: ``("in", requester, id)`` for a request to
+#: the service (:class:`Outstanding`), ``("call", user, proxy_id)`` for an IQ the target started
+#: (:class:`Call`), ``("msg", user, id)`` for a message's way back (:class:`MessageRoute`).
+QueueEntry = tuple[str, str, str]
 
 
 class Link(enum.Enum):
@@ -56,10 +65,18 @@ class Subscription(enum.Enum):
 
 
 class TargetResource(NamedTuple):
-    """An online resource of the target, with its presence priority (RFC 6121 §4.7.2.3)."""
+    """An online resource of the target, with its presence priority (RFC 6121 §4.7.2.3).
+
+    ``eligible``: its name matches ``resource_pattern``. ``failures`` counts the
+    `feature-not-implemented`/`service-unavailable` errors it answered in a row; reaching
+    ``failure_threshold`` takes it out of rotation until ``cooling_until``.
+    """
 
     name: str
     priority: int = 0
+    eligible: bool = True
+    failures: int = 0
+    cooling_until: float = float("-inf")
 
 
 class Outstanding(NamedTuple):
@@ -67,7 +84,9 @@ class Outstanding(NamedTuple):
 
     ``request`` is the stanza as the requester sent it (its ``to`` is the address the answer
     comes from). ``resource`` is the target resource that has it, or None while it waits for the
-    resync after a (re)connect. ``tried`` lists every resource it was sent to.
+    resync after a (re)connect. ``tried`` lists every resource it was sent to. ``skip`` counts
+    the late replies its resource still owes for earlier requests with the same requester and
+    id (see :class:`LateReply`): that many replies from it are dropped before its own.
     """
 
     seq: int
@@ -75,6 +94,45 @@ class Outstanding(NamedTuple):
     deadline: float
     resource: str | None
     tried: tuple[str, ...] = ()
+    skip: int = 0
+
+
+class Call(NamedTuple):
+    """An IQ a target resource started towards a user, still owed one answer.
+
+    ``request`` is the stanza as the resource sent it (its ``from_`` is where the answer goes,
+    its ``id`` the id the answer carries); ``user`` is who it went to, with the proxy's own id.
+    """
+
+    seq: int
+    request: Stanza
+    deadline: float
+    user: str
+
+
+class LateReply(NamedTuple):
+    """Replies the proxy no longer wants: ``resource`` (a name) still holds ``owed`` requests
+    with this requester and id that timed out, and may yet answer them. Ids pass unchanged, so
+    such a late answer would look exactly like the answer to a new request with the same
+    requester and id. The next ``owed`` replies from ``resource`` for this key are dropped; a new
+    request with the key is kept away from ``resource`` if another one can take it, else it
+    takes the count along (:attr:`Outstanding.skip`). Remembered until ``resource`` answers or
+    goes offline: a late answer can come any time later (the whole-system properties found
+    that a fixed horizon lets it through). At most ``max_outstanding`` are kept (the oldest, by
+    ``seq``, is forgotten first)."""
+
+    seq: int
+    resource: str
+    owed: int = 1
+
+
+class MessageRoute(NamedTuple):
+    """Where an error bounced for a message from the target to a user goes: back to
+    ``resource`` (a full JID), until ``deadline``."""
+
+    seq: int
+    deadline: float
+    resource: str
 
 
 class ProxyState(NamedTuple):
@@ -88,11 +146,20 @@ class ProxyState(NamedTuple):
     request's sequence number to its key: every request gets the same timeout and time never runs
     backwards here, so acceptance order is deadline order, and ``queue[head]`` (after skipping
     numbers already answered) is the next request to expire. ``per_requester`` counts
-    outstanding requests per requester for the per-requester limit. ``held`` keeps answers
-    produced while the link was down, sent as soon as it is up again. ``synced`` turns true
-    once the target's presence has said, since the last connect, whether any resource is
-    online; until then, and for at most ``sync_grace`` (``sync_until``), a request that finds
-    no resource is parked rather than refused.
+    outstanding requests per requester for the per-requester limit.
+
+    ``lates`` remembers which resource still holds requests that timed out (see
+    :class:`LateReply`). ``calls`` and ``routes`` hold what the target
+    started towards users (IQs owed an answer,
+    messages whose error may come back); they share ``queue`` (same timeout, same order).
+    ``load`` counts requests per resource (kept for `least-outstanding` routing only), ``turn``
+    is `round-robin`'s counter, ``rates`` the rate limit's per-requester TAT (see
+    ``_policy``), swept at ``sweep_at``.
+
+    ``held`` keeps answers produced while the link was down, sent as soon as it is up again.
+    ``synced`` turns true once the target's presence has said, since the last connect,
+    whether any resource is online; until then, and for at most ``sync_grace``
+    (``sync_until``), a request that finds no resource is parked rather than refused.
     """
 
     config: ProxyConfig
@@ -102,7 +169,7 @@ class ProxyState(NamedTuple):
     subscription: Subscription = Subscription.NONE
     resources: tuple[TargetResource, ...] = ()
     requests: Map[RequestKey, Outstanding] = _EMPTY  # type: ignore[assignment]
-    queue: Map[int, RequestKey] = _EMPTY  # type: ignore[assignment]
+    queue: Map[int, QueueEntry] = _EMPTY  # type: ignore[assignment]
     head: int = 0
     next_seq: int = 0
     per_requester: Map[str, int] = _EMPTY  # type: ignore[assignment]
@@ -112,6 +179,13 @@ class ProxyState(NamedTuple):
     held: tuple[Stanza, ...] = ()
     stop_at: float | None = None
     stopped: bool = False
+    calls: Map[tuple[str, str], Call] = _EMPTY  # type: ignore[assignment]
+    routes: Map[tuple[str, str], MessageRoute] = _EMPTY  # type: ignore[assignment]
+    lates: Map[RequestKey, LateReply] = _EMPTY  # type: ignore[assignment]
+    load: Map[str, int] = _EMPTY  # type: ignore[assignment]
+    turn: int = 0
+    rates: Map[str, float] = _EMPTY  # type: ignore[assignment]
+    sweep_at: float = float("inf")
 
     @property
     def online(self) -> tuple[str, ...]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client_proxy.core import ProxyConfig
+from client_proxy.core import ROUTING_STRATEGIES, ProxyConfig
 from slixmpp.jid import JID, InvalidJID
 
 __all__ = [
@@ -41,6 +42,16 @@ DEFAULTS: dict[str, Any] = {
     "drain_timeout": 5.0,
     "reconnect_max_delay": 30.0,
     "seed": None,
+    "routing": "random",
+    "resource_pattern": None,
+    "failure_threshold": 3,
+    "failure_cooldown": 30.0,
+    "allow": [],
+    "deny": [],
+    "rate_limit": 100.0,
+    "rate_burst": 200,
+    "outbound_iq": True,
+    "messages": True,
     "event_loop": "asyncio",
 }
 #: The values of `event_loop`: the standard library's loop, or uvloop (an optional dependency:
@@ -130,6 +141,28 @@ def parse_settings(
         )
     if target.split("@", 1)[1] == component:
         raise ConfigError(f"target {target!r} must not be an address at the component itself")
+    routing = values["routing"]
+    if routing not in ROUTING_STRATEGIES:
+        raise ConfigError(
+            f"routing {routing!r} is not one of {', '.join(sorted(ROUTING_STRATEGIES))}"
+        )
+    pattern = values["resource_pattern"]
+    if pattern is not None:
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError(f"resource_pattern must be a regular expression, not {pattern!r}")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                f"resource_pattern {pattern!r} is not a regular expression: {exc}"
+            ) from None
+    failure_threshold = values["failure_threshold"]
+    if (
+        isinstance(failure_threshold, bool)
+        or not isinstance(failure_threshold, int)
+        or failure_threshold < 0
+    ):
+        raise ConfigError(f"failure_threshold must be an integer >= 0, not {failure_threshold!r}")
 
     core = ProxyConfig(
         proxy_domain=component,
@@ -140,6 +173,16 @@ def parse_settings(
         max_outstanding=max_outstanding,
         max_per_requester=max_per_requester,
         sync_grace=sync_grace,
+        routing=routing,
+        resource_pattern=pattern,
+        failure_threshold=failure_threshold,
+        failure_cooldown=_seconds(values, "failure_cooldown"),
+        deny=_jid_list(values, "deny"),
+        allow=_jid_list(values, "allow"),
+        rate_limit=_seconds(values, "rate_limit"),
+        rate_burst=_count(values, "rate_burst"),
+        outbound_iq=_bool(values, "outbound_iq"),
+        messages=_bool(values, "messages"),
     )
     return Settings(core, host, port, secret, drain_timeout, reconnect_max_delay, seed, event_loop)
 
@@ -159,6 +202,18 @@ def _jid(text: str, key: str) -> Any:
         return JID(text)
     except InvalidJID as exc:
         raise ConfigError(f"{key} {text!r} is not a valid JID: {exc}") from None
+
+
+def _jid_list(values: dict[str, Any], key: str) -> tuple[str, ...]:
+    entries = values[key]
+    if not isinstance(entries, list):
+        raise ConfigError(f"{key} must be a list of JIDs or domains, not {entries!r}")
+    normalised = []
+    for entry in entries:
+        if not isinstance(entry, str) or not entry.strip():
+            raise ConfigError(f"{key} entries must be JIDs or domains, not {entry!r}")
+        normalised.append(str(_jid(entry.strip(), f"{key} entry")))
+    return tuple(normalised)
 
 
 def _domain(text: str) -> str:

@@ -1,0 +1,196 @@
+"""The implementing client starts IQs and sends messages; users message the service (issue 5).
+
+- a call (an IQ a target resource starts towards `proxy/<user>`) reaches the user from the proxy
+  domain, and the user's answer reaches exactly the resource that asked, from the translated
+  address, with that resource's id; even when several resources use the same id towards the same
+  user, and whatever the order of the answers;
+- every call gets exactly one answer (the user's, or `remote-server-timeout`), and a user cannot
+  make the proxy deliver an answer nobody asked for;
+- a user's messages go to one resource, the same while it stays online; the target's messages
+  reach users from the proxy domain; an error bounced for one goes back to the resource that
+  sent it;
+- switched off, both get mod_client_proxy's `feature-not-implemented`.
+"""
+
+from __future__ import annotations
+
+from client_proxy.core import (
+    ConnectionUp,
+    ProxyConfig,
+    ProxyState,
+    SendStanza,
+    Stanza,
+    StanzaError,
+    StanzaReceived,
+    TimePassed,
+    Transition,
+    initial_state,
+    step,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+PROXY = "proxy.example.org"
+TARGET = "svc@example.org"
+RESOURCES = ("a", "b", "c")
+USERS = ("alice@example.org/phone", "alice@example.org/laptop", "bob@other.example/x")
+
+resources = st.sampled_from(RESOURCES)
+users = st.sampled_from(USERS)
+ids = st.sampled_from(["1", "2", "same"])
+
+
+def _ready(cfg: ProxyConfig, online: tuple[str, ...] = RESOURCES) -> ProxyState:
+    state = step(initial_state(cfg, 5), ConnectionUp(0.0)).state
+    approved = Stanza("presence", "subscribed", None, TARGET, PROXY)
+    state = step(state, StanzaReceived(0.0, approved)).state
+    for name in online:
+        presence = Stanza("presence", None, None, f"{TARGET}/{name}", PROXY)
+        state = step(state, StanzaReceived(0.0, presence)).state
+    return state
+
+
+def _sent(t: Transition) -> list[Stanza]:
+    return [o.stanza for o in t.outputs if isinstance(o, SendStanza)]
+
+
+@given(
+    calls=st.lists(st.tuples(resources, users, ids), min_size=1, max_size=8),
+    order=st.randoms(use_true_random=False),
+    payloads=st.lists(st.text(max_size=5), min_size=8, max_size=8),
+)
+def test_calls_come_back_to_the_resource_that_asked(
+    calls: list[tuple[str, str, str]], order: object, payloads: list[str]
+) -> None:
+    state = _ready(ProxyConfig(PROXY, TARGET, rate_limit=0))
+    seen_ids: set[tuple[str, str]] = set()
+    pending = []  # (what the user got, who asked, their id, payload)
+    for i, (resource, user, ident) in enumerate(calls):
+        asked = Stanza("iq", "get", ident, f"{TARGET}/{resource}", f"{PROXY}/{user}", payloads[i])
+        t = step(state, StanzaReceived(1.0, asked))
+        state = t.state
+        (out,) = _sent(t)
+        assert out.from_ == PROXY and out.to == user and out.payload == payloads[i]
+        assert (user, out.id) not in seen_ids  # the proxy's ids never collide
+        seen_ids.add((user, out.id or ""))
+        pending.append((out, resource, ident, payloads[i]))
+    order.shuffle(pending)  # type: ignore[attr-defined]
+    for out, resource, ident, payload in pending:
+        answer = Stanza("iq", "result", out.id, user_of(out), PROXY, ("answer", payload))
+        t = step(state, StanzaReceived(2.0, answer))
+        state = t.state
+        (back,) = _sent(t)
+        assert back.to == f"{TARGET}/{resource}"
+        assert back.id == ident
+        assert back.from_ == f"{PROXY}/{out.to}"
+        assert back.payload == ("answer", payload)
+        # A second answer finds nothing: delivered to nobody.
+        assert _sent(step(state, StanzaReceived(2.0, answer))) == []
+    assert len(state.calls) == 0
+
+
+def user_of(out: Stanza) -> str:
+    assert out.to is not None
+    return out.to
+
+
+@given(resource=resources, user=users, late=st.booleans())
+def test_a_call_nobody_answers_times_out_once(resource: str, user: str, late: bool) -> None:
+    cfg = ProxyConfig(PROXY, TARGET, request_timeout=10, rate_limit=0)
+    state = _ready(cfg)
+    asked = Stanza("iq", "set", "c1", f"{TARGET}/{resource}", f"{PROXY}/{user}")
+    t = step(state, StanzaReceived(1.0, asked))
+    (out,) = _sent(t)
+    assert t.deadline == 11.0
+    t = step(t.state, TimePassed(11.0))
+    (timeout,) = _sent(t)
+    assert timeout.to == f"{TARGET}/{resource}" and timeout.id == "c1"
+    assert timeout.error is not None and timeout.error.condition == "remote-server-timeout"
+    assert timeout.from_ == f"{PROXY}/{user}"
+    if late:
+        answer = Stanza("iq", "result", out.id, user, PROXY)
+        assert _sent(step(t.state, StanzaReceived(12.0, answer))) == []
+
+
+@given(user=users, forged_id=st.text(max_size=10))
+def test_a_user_cannot_answer_what_nobody_asked(user: str, forged_id: str) -> None:
+    state = _ready(ProxyConfig(PROXY, TARGET, rate_limit=0))
+    for kind in ("result", "error"):
+        forged = Stanza("iq", kind, forged_id, user, PROXY)
+        assert _sent(step(state, StanzaReceived(1.0, forged))) == []
+
+
+def test_a_call_whose_resource_leaves_is_forgotten() -> None:
+    state = _ready(ProxyConfig(PROXY, TARGET, rate_limit=0))
+    user = USERS[0]
+    t = step(state, StanzaReceived(1.0, Stanza("iq", "get", "c", f"{TARGET}/a", f"{PROXY}/{user}")))
+    (out,) = _sent(t)
+    gone = Stanza("presence", "unavailable", None, f"{TARGET}/a", PROXY)
+    state = step(t.state, StanzaReceived(2.0, gone)).state
+    assert len(state.calls) == 0
+    late = Stanza("iq", "result", out.id, user, PROXY)
+    assert _sent(step(state, StanzaReceived(3.0, late))) == []
+
+
+@given(user=users, churn=st.lists(st.tuples(st.booleans(), resources), max_size=6))
+def test_a_users_messages_stay_on_one_resource_while_it_is_online(
+    user: str, churn: list[tuple[bool, str]]
+) -> None:
+    state = _ready(ProxyConfig(PROXY, TARGET, rate_limit=0))
+    online = set(RESOURCES)
+
+    def deliver(s: ProxyState, n: int) -> tuple[ProxyState, str | None]:
+        t = step(s, StanzaReceived(1.0, Stanza("message", "chat", f"m{n}", user, PROXY, "hi")))
+        (out,) = _sent(t)
+        if out.type == "error":
+            assert out.to == user and out.error is not None
+            return t.state, None
+        assert out.from_ == f"{PROXY}/{user}" and out.payload == "hi"
+        assert out.to is not None
+        return t.state, out.to.split("/", 1)[1]
+
+    state, first = deliver(state, 0)
+    for n, (arrive, name) in enumerate(churn, 1):
+        kind = None if arrive else "unavailable"
+        presence = Stanza("presence", kind, None, f"{TARGET}/{name}", PROXY)
+        state = step(state, StanzaReceived(1.0, presence)).state
+        (online.add if arrive else online.discard)(name)
+        state, now_at = deliver(state, n)
+        if not online:
+            assert now_at is None
+        else:
+            assert now_at in online
+            if first in online and not arrive:
+                assert now_at == first  # somebody else left: it stays put
+        first = now_at
+
+
+@given(resource=resources, user=users)
+def test_target_messages_reach_users_and_their_errors_come_back(resource: str, user: str) -> None:
+    state = _ready(ProxyConfig(PROXY, TARGET, rate_limit=0))
+    sent = Stanza("message", "chat", "m1", f"{TARGET}/{resource}", f"{PROXY}/{user}", "hello")
+    t = step(state, StanzaReceived(1.0, sent))
+    (out,) = _sent(t)
+    assert out.from_ == PROXY and out.to == user and out.id == "m1" and out.payload == "hello"
+    bounce = Stanza(
+        "message", "error", "m1", user, PROXY, error=StanzaError("cancel", "service-unavailable")
+    )
+    t = step(t.state, StanzaReceived(2.0, bounce))
+    (back,) = _sent(t)
+    assert back.to == f"{TARGET}/{resource}" and back.from_ == f"{PROXY}/{user}"
+    assert back.type == "error" and back.id == "m1"
+    # Only once, and never for a message nobody sent.
+    assert _sent(step(t.state, StanzaReceived(2.0, bounce))) == []
+
+
+def test_switched_off_they_get_the_references_answer() -> None:
+    cfg = ProxyConfig(PROXY, TARGET, outbound_iq=False, messages=False, rate_limit=0)
+    state = _ready(cfg)
+    for stanza in (
+        Stanza("iq", "get", "1", f"{TARGET}/a", f"{PROXY}/{USERS[0]}"),
+        Stanza("message", "chat", "2", f"{TARGET}/a", f"{PROXY}/{USERS[0]}"),
+        Stanza("message", "chat", "3", USERS[0], PROXY),
+    ):
+        (out,) = _sent(step(state, StanzaReceived(1.0, stanza)))
+        assert out.type == "error" and out.error is not None
+        assert out.error.condition == "feature-not-implemented" and out.to == stanza.from_
