@@ -22,7 +22,7 @@ lint:
     ruff check src tests
     ruff format --check src tests
 
-# mypy --strict on the core.
+# mypy --strict on the core, the simulation and the conformance kit.
 typecheck:
     mypy
 
@@ -37,3 +37,8 @@ demo:
 # One request through the proxy in a simulated deployment, no XMPP server: the four stanzas.
 sim:
     python -m client_proxy.sim
+
+# Against a real Prosody, direct vs through the proxy at 1/10/100 in flight: docs/benchmarks.md.
+bench *ARGS:
+    python -c 'import matplotlib' 2>/dev/null || python -m pip install -q --disable-pip-version-check -e '.[dev,bench]' || echo "bench: could not install the bench extra; no plot"
+    python -m benchmarks.bench {{ARGS}}

@@ -1,0 +1,198 @@
+"""Processes for the bench and the soak: CPU and RSS from /proc, `client-proxy run` as a child,
+helper processes spoken to by lines on stdin/stdout, and a description of the machine."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+
+__all__ = [
+    "CLK_TCK",
+    "Helper",
+    "ProxyProcess",
+    "cpu_seconds",
+    "machine_description",
+    "rss_kib",
+    "write_proxy_config",
+]
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (all its threads)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        stat = f.read()
+    # The command name (field 2) may hold spaces; the fields after it are space separated.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _proxy_command() -> list[str]:
+    beside = Path(sys.executable).with_name("client-proxy")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("client-proxy")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "client_proxy.shell.cli"]
+
+
+def write_proxy_config(path: Path, settings: dict[str, object]) -> Path:
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    path.write_text("".join(f"{k} = {value(v)}\n" for k, v in settings.items()), encoding="utf-8")
+    return path
+
+
+class ProxyProcess:
+    """`client-proxy run --config PATH` as a child; its stderr lines are kept in `lines`."""
+
+    def __init__(self, config: Path, *, extra_args: tuple[str, ...] = (), echo: bool = False):
+        self.process = subprocess.Popen(
+            [*_proxy_command(), "run", "--config", str(config), *extra_args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.pid = self.process.pid
+        self.lines: list[str] = []
+        self._echo = echo
+        self._cond = threading.Condition()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process.stderr is not None
+        for raw in iter(self.process.stderr.readline, b""):
+            line = raw.decode(errors="replace").rstrip()
+            if self._echo:
+                print(f"    [client-proxy {self.pid}] {line}", flush=True)
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def count(self, code: str) -> int:
+        with self._cond:
+            return sum(code in line for line in self.lines)
+
+    def wait_for(self, code: str, count: int = 1, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while sum(code in line for line in self.lines) < count:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.process.poll() is not None:
+                    tail = "\n".join(self.lines[-20:])
+                    raise RuntimeError(f"client-proxy did not log {code!r} x{count}:\n{tail}")
+                self._cond.wait(min(left, 0.2))
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+class Helper:
+    """A Python helper (`python -m MODULE ARGS`) driven by one line in, one line out."""
+
+    def __init__(self, module: str, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self.pid = self.process.pid
+
+    def read(self, timeout: float = 60.0) -> str:
+        assert self.process.stdout is not None
+        result: list[str] = []
+        reader = threading.Thread(
+            target=lambda: result.append(self.process.stdout.readline()),  # type: ignore[union-attr]
+            daemon=True,
+        )
+        reader.start()
+        reader.join(timeout)
+        if not result or not result[0]:
+            raise RuntimeError(f"{self.process.args[2]} said nothing within {timeout} s")
+        return result[0].rstrip("\n")
+
+    def ask(self, line: str, timeout: float = 120.0) -> str:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return self.read(timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                assert self.process.stdin is not None
+                self.process.stdin.close()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _first_line(command: list[str]) -> str:
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+        return out.stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def machine_description() -> list[str]:
+    """Lines describing this machine and the software measured."""
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with contextlib.suppress(OSError), open("/proc/meminfo", encoding="ascii") as f:
+        mem = f"{int(f.readline().split()[1]) / 1024 / 1024:.1f} GiB"
+    prosody = _first_line(["dpkg-query", "-W", "-f", "${Version}\n", "prosody"])
+    loaded = os.getloadavg()
+    return [
+        f"CPU: {cpu}, {os.cpu_count()} logical cores; memory {mem}",
+        f"OS: {platform.system()} {platform.release()} ({platform.machine()})",
+        f"Python {platform.python_version()}, slixmpp {metadata.version('slixmpp')}, "
+        f"Prosody {prosody}",
+        f"load average at the start: {loaded[0]:.2f} {loaded[1]:.2f} {loaded[2]:.2f} "
+        "(the machine is shared: compare ratios within one run)",
+    ]
