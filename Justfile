@@ -42,3 +42,7 @@ sim:
 bench *ARGS:
     python -c 'import matplotlib' 2>/dev/null || python -m pip install -q --disable-pip-version-check -e '.[dev,bench]' || echo "bench: could not install the bench extra; no plot"
     python -m benchmarks.bench {{ARGS}}
+
+# Load under resource churn and a proxy restart for SECONDS (default 300); fails on a lost request.
+soak SECONDS=env_var_or_default("SOAK_SECONDS", "300") *ARGS:
+    python -m benchmarks.soak --duration {{SECONDS}} {{ARGS}}

@@ -1,0 +1,454 @@
+"""`just soak [SECONDS]`: steady load under churn; every request must get exactly one answer.
+
+Against a throwaway Prosody on loopback and the proxy (`client-proxy run`, a real process), one
+requester sends a steady stream of IQs (gets and sets, to the proxy's domain and to a full JID
+at it) while the target's resources come and go every few seconds: new ones log in, others log
+out cleanly, and now and then one stops answering and drops its TCP connection with requests in
+hand (no unavailable presence, no end of stream). Halfway through, the proxy is restarted
+(SIGTERM, drain, start again); meanwhile Prosody itself answers requests to the component
+(`remote-server-timeout`).
+
+It reports requests sent, answered with a result, answered with an error (by condition), and
+never answered: no reply within request_timeout plus a margin while the requester stayed
+connected. That must be 0, as must replies to nothing outstanding (duplicates, strays) and
+replies from another address than the one the request was sent to; otherwise it exits 1. It
+also reports the proxy's RSS at start and end (of each of its two runs).
+
+    python -m benchmarks.soak --duration 300      # or SOAK_SECONDS=300
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from client_proxy.testing.prosody import Prosody, prosody_available
+
+from ._procs import ProxyProcess, rss_kib, write_proxy_config
+from ._xmpp import Client, Top, esc, login
+
+PROXY = "proxy.localhost"
+SECRET = "soak-secret"
+PASSWORD = "soak-password"
+TARGET = "svc@localhost"
+REQUESTER = "user@localhost/soak"
+PAYLOAD = "<query xmlns='urn:example:soak'/>"
+#: The proxy's log line for a request that reached it after it had sent its end of stream.
+_LATE = re.compile(r"stop\.late: iq \w+ id=(\S+) ")
+
+
+@dataclass
+class Sent:
+    at: float
+    to: str
+    type: str
+
+
+@dataclass
+class Tally:
+    sent: int = 0
+    results: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    late: int = 0
+    duplicates: int = 0
+    strays: int = 0
+    wrong_sender: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+class Requester:
+    """Sends at a steady rate and matches every reply to what it sent, by id."""
+
+    def __init__(self, client: Client, rate: float, deadline: float, rng: random.Random) -> None:
+        self.client = client
+        self.rate = rate
+        self.deadline = deadline  # request_timeout + margin
+        self.rng = rng
+        self.pending: dict[str, Sent] = {}
+        self.answered: set[str] = set()
+        self.tally = Tally()
+        self.lost = False
+        client.on_top = self.on_top
+        client.on_lost = self._lost
+
+    def _lost(self, _client: Client) -> None:
+        self.lost = True
+
+    def send_one(self) -> None:
+        self.tally.sent += 1
+        iq_id = f"s{self.tally.sent}"
+        to = PROXY if self.rng.random() < 0.9 else f"{PROXY}/x"
+        kind = "get" if self.rng.random() < 0.8 else "set"
+        self.pending[iq_id] = Sent(time.monotonic(), to, kind)
+        self.client.send(f"<iq type='{kind}' id='{iq_id}' to='{to}'>{PAYLOAD}</iq>")
+
+    async def run(self, until: float) -> None:
+        owed = 0.0
+        last = time.monotonic()
+        while last < until and not self.lost:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            owed += self.rate * (min(now, until) - last)
+            last = now
+            while owed >= 1:
+                owed -= 1
+                self.send_one()
+
+    def on_top(self, top: Top) -> None:
+        if top.name != "iq" or top.attrs.get("type") not in ("result", "error"):
+            return
+        iq_id = top.attrs.get("id", "")
+        sent = self.pending.pop(iq_id, None)
+        tally = self.tally
+        if sent is None:
+            if iq_id in self.answered:
+                tally.duplicates += 1
+            else:
+                tally.strays += 1
+            return
+        self.answered.add(iq_id)
+        waited = time.monotonic() - sent.at
+        tally.latencies.append(waited)
+        if waited > self.deadline:
+            tally.late += 1  # answered, but too late: counted as never answered
+        elif top.attrs.get("type") == "result":
+            tally.results += 1
+        else:
+            tally.errors[top.condition or "(no condition)"] += 1
+        if top.attrs.get("from") != sent.to:
+            tally.wrong_sender += 1
+
+
+class Resource:
+    """One of the target's resources: answers IQs (mostly at once, some after a while)."""
+
+    def __init__(self, client: Client, rng: random.Random) -> None:
+        self.client = client
+        self.rng = rng
+        self.stalled = False
+        self.held: set[str] = set()
+        client.on_top = self.on_top
+
+    @property
+    def name(self) -> str:
+        return self.client.resource
+
+    def on_top(self, top: Top) -> None:
+        attrs = top.attrs
+        if top.name == "presence" and attrs.get("type") == "subscribe":
+            if attrs.get("from") == PROXY:
+                self.client.send(f"<presence type='subscribed' to='{PROXY}'/>")
+            return
+        if top.name != "iq" or attrs.get("type") not in ("get", "set"):
+            return
+        key = attrs.get("id", "")
+        self.held.add(key)
+        if self.stalled:
+            return
+        roll = self.rng.random()
+        if roll < 0.7:
+            self.answer(attrs)
+        else:
+            delay = self.rng.uniform(0, 0.05) if roll < 0.95 else self.rng.uniform(0.2, 1.0)
+            asyncio.get_running_loop().call_later(delay, self.answer, attrs)
+
+    def answer(self, attrs: dict[str, str]) -> None:
+        if self.stalled or not self.client.connected:
+            return
+        self.held.discard(attrs.get("id", ""))
+        head = f"<iq id='{esc(attrs.get('id', ''))}' to='{esc(attrs.get('from', ''))}'"
+        if self.rng.random() < 0.02:  # the service itself refuses a few
+            self.client.send(
+                f"{head} type='error'><error type='cancel'><item-not-found "
+                "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+            )
+        else:
+            self.client.send(f"{head} type='result'>{PAYLOAD}</iq>")
+
+
+@dataclass
+class Churn:
+    joins: int = 0
+    leaves: int = 0
+    drops: int = 0
+    held_at_drop: int = 0
+    failed_joins: int = 0
+
+
+class Soak:
+    def __init__(self, args: argparse.Namespace, server: Prosody, config: Path) -> None:
+        self.args = args
+        self.server = server
+        self.config = config
+        self.rng = random.Random(args.seed)
+        self.resources: list[Resource] = []
+        self.churn = Churn()
+        self.names = 0
+        self.proxy: ProxyProcess | None = None
+        self.rss: list[tuple[str, int]] = []
+        self.proxies: list[ProxyProcess] = []
+        self.restart_note = ""
+        #: Unanswered requests the stopping proxy logged as arriving after its end of stream.
+        self.after_end = 0
+
+    def log(self, text: str) -> None:
+        print(f"  [{time.monotonic() - self.started:6.1f} s] {text}", flush=True)
+
+    async def join(self) -> None:
+        self.names += 1
+        jid = f"{TARGET}/w{self.names}"
+        try:
+            client = await login(
+                "127.0.0.1", self.server.c2s_port, jid, PASSWORD, roster=True, timeout=10
+            )
+        except (OSError, TimeoutError) as exc:
+            self.churn.failed_joins += 1
+            self.log(f"join {jid} failed: {exc}")
+            return
+        resource = Resource(client, random.Random(self.rng.random()))
+        client.send("<presence/>")
+        self.resources.append(resource)
+        self.churn.joins += 1
+
+    async def leave(self, resource: Resource, abrupt: bool) -> None:
+        self.resources.remove(resource)
+        if abrupt:
+            # Stop answering, let requests pile up in its hands, then drop the TCP connection.
+            resource.stalled = True
+            await asyncio.sleep(self.rng.uniform(0.3, 1.0))
+            self.churn.drops += 1
+            self.churn.held_at_drop += len(resource.held)
+            resource.client.abort()
+        else:
+            self.churn.leaves += 1
+            resource.client.close()
+
+    async def churn_loop(self, until: float) -> None:
+        leaves = 0
+        while True:
+            await asyncio.sleep(self.rng.uniform(self.args.churn_min, self.args.churn_max))
+            if time.monotonic() >= until:
+                return
+            online = len(self.resources)
+            if online == 0 or (online < 3 and self.rng.random() < 0.5):
+                await self.join()
+            else:
+                leaves += 1
+                # Every third departure is abrupt (and the others, now and then, too).
+                abrupt = leaves % 3 == 0 or self.rng.random() < 0.15
+                await self.leave(self.rng.choice(self.resources), abrupt)
+
+    def start_proxy(self) -> ProxyProcess:
+        proxy = ProxyProcess(self.config, extra_args=("--log-level", self.args.proxy_log_level))
+        self.proxies.append(proxy)
+        return proxy
+
+    def sample_rss(self, label: str) -> None:
+        if self.proxy is not None and self.proxy.process.poll() is None:
+            self.rss.append((label, rss_kib(self.proxy.pid)))
+
+    async def restart_at(self, when: float) -> None:
+        await asyncio.sleep(max(0.0, when - time.monotonic()))
+        assert self.proxy is not None
+        self.sample_rss("run 1 end")
+        self.log("restarting the proxy (SIGTERM, then start again)")
+        began = time.monotonic()
+        code = await asyncio.to_thread(self.proxy.stop)
+        self.proxy = self.start_proxy()
+        await asyncio.to_thread(self.proxy.wait_for, "connection.up", 1, 60.0)
+        took = time.monotonic() - began
+        self.restart_note = f"the proxy exited {code} on SIGTERM and was back in {took:.1f} s"
+        self.log(self.restart_note)
+        await asyncio.sleep(2)
+        self.sample_rss("run 2 start")
+
+    async def run(self) -> tuple[Requester, int]:
+        args = self.args
+        self.started = time.monotonic()
+        for _ in range(2):
+            await self.join()
+        self.proxy = self.start_proxy()
+        await asyncio.to_thread(self.proxy.wait_for, "resource.online", 2, 30.0)
+        client = await login("127.0.0.1", self.server.c2s_port, REQUESTER, PASSWORD)
+        deadline = args.request_timeout + args.margin
+        requester = Requester(client, args.rate, deadline, random.Random(args.seed + 1))
+        self.log(f"load: {args.rate:g} requests/s for {args.duration:g} s")
+        begin = time.monotonic()
+        until = begin + args.duration
+        tasks = [
+            asyncio.create_task(self.churn_loop(until)),
+            asyncio.create_task(self.restart_at(begin + args.duration * args.restart_at)),
+        ]
+
+        async def first_sample() -> None:
+            await asyncio.sleep(min(2.0, args.duration / 10))
+            self.sample_rss("run 1 start")
+
+        tasks.append(asyncio.create_task(first_sample()))
+        await requester.run(until)
+        for task in tasks:
+            with contextlib.suppress(Exception):
+                await task
+        self.sample_rss("run 2 end")
+        # Wait for the last answers: every request has request_timeout + margin.
+        self.log(f"load stopped; waiting up to {deadline:g} s for the last answers")
+        last = time.monotonic() + deadline
+        while requester.pending and time.monotonic() < last and not requester.lost:
+            await asyncio.sleep(0.1)
+        # Everything still pending was sent at least request_timeout + margin ago.
+        unanswered = len(requester.pending) + requester.tally.late
+        late_ids = {
+            m.group(1) for p in self.proxies for line in p.lines if (m := _LATE.search(line))
+        }
+        self.after_end = sum(1 for iq_id in requester.pending if iq_id in late_ids)
+        for iq_id, sent in list(requester.pending.items())[:10]:
+            self.log(
+                f"never answered: {iq_id} ({sent.type} to {sent.to}, sent at "
+                f"{sent.at - self.started:.2f} s)"
+            )
+        client.on_lost = None  # from here on, the requester leaving is ours
+        for resource in self.resources:
+            resource.client.close()
+        client.close()
+        await asyncio.sleep(0.2)
+        return requester, unanswered
+
+    def stop(self) -> None:
+        if self.proxy is not None:
+            self.proxy.stop()
+
+
+def _mib(kib: int) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+def report(soak: Soak, requester: Requester, unanswered: int, args: argparse.Namespace) -> int:
+    t = requester.tally
+    errors = sum(t.errors.values())
+    churn = soak.churn
+    lat = sorted(t.latencies)
+
+    def pct(q: float) -> str:
+        return f"{lat[min(len(lat) - 1, int(q * len(lat)))] * 1000:.1f} ms" if lat else "-"
+
+    print()
+    print(
+        f"soak: {args.duration:g} s at {args.rate:g} requests/s, request_timeout "
+        f"{args.request_timeout:g} s (+{args.margin:g} s margin), seed {args.seed}"
+    )
+    print(
+        f"churn: {churn.joins} joins, {churn.leaves} clean leaves, {churn.drops} abrupt "
+        f"disconnects holding {churn.held_at_drop} requests between them"
+        + (f", {churn.failed_joins} failed joins" if churn.failed_joins else "")
+    )
+    print(f"restart: {soak.restart_note or 'did not happen'}")
+    print(f"requests sent:            {t.sent:>8,}")
+    print(f"answered with a result:   {t.results:>8,}")
+    print(f"answered with an error:   {errors:>8,}")
+    for condition, count in t.errors.most_common():
+        print(f"    {condition:<26}{count:>6,}")
+    print(f"never answered:           {unanswered:>8,}" + (f" ({t.late} late)" if t.late else ""))
+    if soak.after_end:
+        print(
+            f"    {soak.after_end} of them reached the stopping proxy after it had sent its end of "
+            "stream (its log: stop.late); XEP-0114 gives a component no way to answer those"
+        )
+    print(
+        f"duplicates {t.duplicates}, strays {t.strays}, from another address "
+        f"{t.wrong_sender}; requester stayed connected: {'no' if requester.lost else 'yes'}"
+    )
+    print(f"latency: p50 {pct(0.5)}, p99 {pct(0.99)}, max {pct(1.0)}")
+    print("proxy RSS: " + ", ".join(f"{label} {_mib(kib)}" for label, kib in soak.rss))
+    accounted = t.results + errors + unanswered
+    ok = (
+        unanswered == 0
+        and t.duplicates == 0
+        and t.strays == 0
+        and t.wrong_sender == 0
+        and not requester.lost
+        and accounted == t.sent
+    )
+    print("soak: OK" if ok else "soak: FAILED")
+    return 0 if ok else 1
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="client-proxy-soak-") as tmp:
+        work = Path(tmp)
+        server = Prosody(work / "prosody", components={PROXY: SECRET}, log_level="warn")
+        for account in (TARGET, REQUESTER.partition("/")[0]):
+            server.register(account.split("@")[0], "localhost", PASSWORD)
+        config = write_proxy_config(
+            work / "client-proxy.toml",
+            {
+                "component": PROXY,
+                "server": f"127.0.0.1:{server.component_port}",
+                "secret": SECRET,
+                "target": TARGET,
+                "request_timeout": args.request_timeout,
+                "drain_timeout": 2,
+                "reconnect_max_delay": 2,
+                "seed": args.seed,
+                **({"event_loop": args.event_loop} if args.event_loop else {}),
+            },
+        )
+        server.start()
+        soak = Soak(args, server, config)
+        try:
+            requester, unanswered = await soak.run()
+        finally:
+            soak.stop()
+            server.stop()
+            if args.keep_logs:
+                keep = Path(args.keep_logs)
+                keep.mkdir(parents=True, exist_ok=True)
+                for n, proxy in enumerate(soak.proxies, 1):
+                    text = "\n".join(proxy.lines) + "\n"
+                    (keep / f"proxy-{n}.log").write_text(text, encoding="utf-8")
+                if server.log_path.exists():
+                    shutil.copy(server.log_path, keep / "prosody.log")
+    return report(soak, requester, unanswered, args)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=float(os.environ.get("SOAK_SECONDS", "300")),
+        help="seconds of load (default $SOAK_SECONDS or 300)",
+    )
+    parser.add_argument("--rate", type=float, default=100.0, help="requests/s (default 100)")
+    parser.add_argument("--request-timeout", type=float, default=5.0, help="proxy's, seconds")
+    parser.add_argument("--margin", type=float, default=5.0, help="seconds past the timeout")
+    parser.add_argument("--churn-min", type=float, default=2.0, help="seconds between changes")
+    parser.add_argument("--churn-max", type=float, default=5.0)
+    parser.add_argument(
+        "--restart-at", type=float, default=0.5, help="when to restart the proxy (share of run)"
+    )
+    parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--event-loop", choices=("asyncio", "uvloop"), default=None)
+    parser.add_argument(
+        "--proxy-log-level", choices=("debug", "info", "warning", "error"), default="info"
+    )
+    parser.add_argument("--keep-logs", metavar="DIR", help="copy the proxy's and Prosody's logs")
+    args = parser.parse_args()
+    if not prosody_available():
+        print("soak: prosody is not installed; run it through ./just soak", file=sys.stderr)
+        return 1
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
