@@ -68,6 +68,9 @@ _LEVELS = {
 #   handler below stays as a safety net in case a slixmpp upgrade stops calling _spawn_event.
 # - What the daemon sends while slixmpp is parsing one read from the socket is written in one
 #   transport.write at the end of that read (one send() instead of one per stanza).
+# - After a stop, slixmpp's disconnect() writes the end of stream with send_raw(stream_footer)
+#   and keeps reading until the server closes: _Component notes that moment, and stanzas read
+#   after it are logged (stop.late), not fed to the core, whose answers could not be sent.
 _BUILTIN_HANDLERS = ("IM", "IMError", "Presence")
 _BUILTIN_EVENTS = (
     "presence_probe",
@@ -116,6 +119,17 @@ class _Component(ComponentXMPP):  # type: ignore[misc]
         self.on_element: Any = None
         self.flush: Any = None
         self.batch: list[str] | None = None
+        #: Set once our end of stream has gone out: nothing written after it counts.
+        self.stream_ended = False
+
+    def connection_made(self, transport: Any, send_event: bool = True) -> None:
+        self.stream_ended = False
+        super().connection_made(transport, send_event)
+
+    def send_raw(self, data: str | bytes) -> None:
+        super().send_raw(data)
+        if data == self.stream_footer:  # how slixmpp ends the stream (_end_stream_wait)
+            self.stream_ended = True
 
     def _spawn_event(self, xml: Element) -> None:
         handler = self.on_element
@@ -247,6 +261,9 @@ class Daemon:
         self._on_element(stanza.xml)
 
     def _on_element(self, xml: Element) -> None:
+        if self.xmpp.stream_ended:
+            self._after_end_of_stream(xml)
+            return
         core_stanza = from_element(xml)
         if core_stanza is None:
             return
@@ -260,6 +277,21 @@ class Daemon:
                 core_stanza.to,
             )
         self.apply(StanzaReceived(self.loop.time(), core_stanza))
+
+    def _after_end_of_stream(self, xml: Element) -> None:
+        # XEP-0114 has no way to stop the server routing to a component except closing the
+        # stream, so what it routed between our end of stream and its reading of it still comes
+        # in, and nothing can be sent back: say so, so that such a loss is never silent.
+        self.counters["dropped.after_end_of_stream"] += 1
+        kind = xml.tag.rpartition("}")[2]
+        if kind == "iq" and xml.get("type") in ("get", "set"):
+            log.warning(
+                "stop.late: iq %s id=%s from %s arrived after our end of stream was sent; it "
+                "cannot be answered (XEP-0114 has no way back once the stream is closed)",
+                xml.get("type"),
+                xml.get("id"),
+                xml.get("from"),
+            )
 
     def _on_session_start(self, _: Any) -> None:
         if self._last_failure is not None:
