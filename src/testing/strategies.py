@@ -40,6 +40,7 @@ own (its pure-Python stringprep module logs one warning when first imported).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 
@@ -309,6 +310,7 @@ def overlong_requester_jids() -> st.SearchStrategy[str]:
 # -- anything the network can send --------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
 def garbage_text(max_size: int = 40) -> st.SearchStrategy[str]:
     """Any text at all: controls, unassigned and private-use code points, lone surrogates (which
     no XML parser gives, but a transport might), and now and then a huge string."""
@@ -321,6 +323,7 @@ def garbage_text(max_size: int = 40) -> st.SearchStrategy[str]:
     return st.one_of(anything, anything, anything, huge)
 
 
+@functools.lru_cache(maxsize=64)
 def addresses(proxy: str = EXAMPLE_PROXY, target: str = EXAMPLE_TARGET) -> st.SearchStrategy[str]:
     """Addresses for ``to`` and ``from``: the ones that reach the core's branches (the proxy
     domain, its full JIDs, translated addresses, the target and its resources, strangers) and
@@ -354,6 +357,7 @@ def addresses(proxy: str = EXAMPLE_PROXY, target: str = EXAMPLE_TARGET) -> st.Se
     return st.one_of(relevant, relevant, translated, garbage_text())
 
 
+@functools.lru_cache(maxsize=64)
 def stanza_errors() -> st.SearchStrategy[StanzaError]:
     """Error summaries as a transport may build them from an `<error/>` that arrived: valid RFC
     6120 §8.3 ones, and anything at all (the network is not checked)."""
@@ -369,6 +373,7 @@ def stanza_errors() -> st.SearchStrategy[StanzaError]:
     return st.one_of(valid, junk)
 
 
+@functools.lru_cache(maxsize=64)
 def priority_texts() -> st.SearchStrategy[str | None]:
     """`<priority/>` texts (RFC 6121 §4.7.2.3 wants an integer from -128 to 127): absent, valid,
     out of range, huge, signed, padded, non-ASCII digits, floats, words, garbage."""
@@ -396,6 +401,7 @@ def ill_typed_priorities() -> st.SearchStrategy[object]:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def any_stanzas(
     proxy: str = EXAMPLE_PROXY,
     target: str = EXAMPLE_TARGET,
@@ -426,6 +432,7 @@ def any_stanzas(
     )
 
 
+@functools.lru_cache(maxsize=64)
 def times() -> st.SearchStrategy[float]:
     """Values for ``now`` (and ``drain``): ordinary, negative, huge, NaN and infinite."""
     return st.one_of(
@@ -436,6 +443,7 @@ def times() -> st.SearchStrategy[float]:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def any_events(
     proxy: str = EXAMPLE_PROXY,
     target: str = EXAMPLE_TARGET,
@@ -494,9 +502,24 @@ def plausible_events(
     resources: Sequence[str] = _RESOURCES,
 ) -> st.SearchStrategy[Callable[[float], Event]]:
     """One event of ordinary traffic, as a function of ``now`` (see :func:`event_programs`):
-    requests and replies from the pools (right, wrong and forged senders alike), the target's
-    presence of every type, connection changes, stops with and without drain, and time."""
-    proxy, target = config.proxy_domain, config.target
+    requests and replies from the pools (right, wrong and forged senders alike), IQs and
+    messages the target starts towards users, the target's presence of every type, connection
+    changes, stops with and without drain, and time."""
+    return _plausible_events(
+        config.proxy_domain, config.target, tuple(requesters), tuple(ids), tuple(resources)
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _plausible_events(
+    proxy: str,
+    target: str,
+    requesters: tuple[str, ...],
+    ids: tuple[str, ...],
+    resources: tuple[str, ...],
+) -> st.SearchStrategy[Callable[[float], Event]]:
+    # Built once per set of pools: building and validating a strategy costs more than drawing
+    # from it, and programs are drawn by the hundred.
     requester = st.sampled_from(list(requesters))
     rid = st.sampled_from(list(ids))
     resource = st.sampled_from(list(resources))
@@ -514,6 +537,14 @@ def plausible_events(
     def presence(res: str | None, kind: str | None, to: str) -> Callable[[float], Event]:
         sender = target if res is None else f"{target}/{res}"
         stanza = Stanza("presence", kind, None, sender, to, (), None, None)
+        return lambda now: StanzaReceived(now, stanza)
+
+    def call(res: str, who: str, id_: str) -> Callable[[float], Event]:
+        stanza = Stanza("iq", "get", id_, f"{target}/{res}", encode_requester(proxy, who), "<c/>")
+        return lambda now: StanzaReceived(now, stanza)
+
+    def message(sender: str, to: str) -> Callable[[float], Event]:
+        stanza = Stanza("message", "chat", "m1", sender, to, "<m/>")
         return lambda now: StanzaReceived(now, stanza)
 
     senders = st.one_of(
@@ -545,6 +576,15 @@ def plausible_events(
             ),
             st.sampled_from([proxy, proxy, f"{proxy}/x"]),
         ),
+        st.builds(call, resource, requester, rid),
+        st.one_of(
+            st.builds(message, requester, st.just(proxy)),
+            st.builds(
+                message,
+                resource.map(lambda r: f"{target}/{r}"),
+                requester.map(lambda who: encode_requester(proxy, who)),
+            ),
+        ),
         st.just(ConnectionUp),
         st.just(ConnectionLost),
         st.builds(lambda d: lambda now: StopRequested(now, d), st.sampled_from([0.0, 1.0, 60.0])),
@@ -558,31 +598,38 @@ def event_programs(
     """A list of plausible events with a clock that moves forward by steps from none to far past
     every deadline (so that timeouts, the end of ``sync_grace`` and drains happen), and now and
     then backwards (which the core must tolerate)."""
-    steps = st.sampled_from(
-        [
-            0.0,
-            0.0,
-            0.25,
-            1.0,
-            config.sync_grace,
-            config.request_timeout,
-            config.request_timeout + config.sync_grace + 1.0,
-            -1.0,
-        ]
-    )
-    pairs = st.lists(
-        st.tuples(steps, plausible_events(config)), min_size=min_size, max_size=max_size
-    )
+    steps = {
+        "sync_grace": config.sync_grace,
+        "request_timeout": config.request_timeout,
+        "past_everything": config.request_timeout + config.sync_grace + 1.0,
+    }
 
-    def build(program: Iterable[tuple[float, Callable[[float], Event]]]) -> list[Event]:
+    def build(program: Iterable[tuple[float | str, Callable[[float], Event]]]) -> list[Event]:
         now = 0.0
         events: list[Event] = [ConnectionUp(now)]
         for dt, make in program:
-            now += dt
+            now += steps[dt] if isinstance(dt, str) else dt
             events.append(make(now))
         return events
 
-    return pairs.map(build)
+    return _programs(config.proxy_domain, config.target, min_size, max_size).map(build)
+
+
+@functools.lru_cache(maxsize=32)
+def _programs(
+    proxy: str, target: str, min_size: int, max_size: int
+) -> st.SearchStrategy[list[tuple[float | str, Callable[[float], Event]]]]:
+    # The steps are named where they depend on the configuration, so that the strategy does not.
+    steps = st.sampled_from(
+        [0.0, 0.0, 0.25, 1.0, "sync_grace", "request_timeout", "past_everything", -1.0]
+    )
+    events = _plausible_events(proxy, target, _REQUESTERS, _IDS, _RESOURCES)
+    return st.lists(st.tuples(steps, events), min_size=min_size, max_size=max_size)
+
+
+@functools.lru_cache(maxsize=1)
+def _default_configs() -> st.SearchStrategy[ProxyConfig]:
+    return proxy_configs()
 
 
 def run_events(
@@ -605,7 +652,7 @@ def reachable_states(
 ) -> ProxyState:
     """A state reached from :func:`~client_proxy.core.initial_state` by a program of plausible
     events (see :func:`event_programs`), mixed with arbitrary ones when ``garbage`` is true."""
-    config = draw(proxy_configs() if configs is None else configs)
+    config = draw(_default_configs() if configs is None else configs)
     seed = draw(st.integers(0, 2**64 - 1))
     events = draw(event_programs(config))
     if garbage:
