@@ -142,6 +142,8 @@ def run(args: argparse.Namespace) -> Results:
                         "target": TARGET,
                         "seed": 1,
                         "event_loop": loop,
+                        # One requester stands for many users here: no per-requester limit.
+                        "rate_limit": 0,
                     },
                 )
                 proxies[loop] = ProxyProcess(config, extra_args=("--log-level", "info"))
@@ -484,6 +486,13 @@ def main() -> int:
     print()
     print(text_table(results))
     print("(CPU columns: CPU seconds per 1,000 requests)")
+    for cell in results.cells.values():
+        if cell.errors or cell.unanswered:
+            conditions = ", ".join(f"{c} {n:,}" for c, n in cell.errors.most_common())
+            print(
+                f"{cell.path} x{cell.inflight}: errors: {conditions or 'none'}; "
+                f"unanswered: {cell.unanswered}"
+            )
     print()
     for line in target_lines(results):
         print(line)
@@ -498,6 +507,10 @@ def main() -> int:
         (docs / "benchmarks.md").write_text(markdown(results, plot), encoding="utf-8")
         print(f"wrote {docs / 'benchmarks.md'}" + (f" and {docs / plot}" if plot else ""))
     print(f"bench took {time.monotonic() - started:.0f} s")
+    failed = sum(sum(c.errors.values()) + c.unanswered for c in results.cells.values())
+    if failed:
+        print(f"bench: {failed:,} requests failed: these figures do not measure proxying")
+        return 1
     return 0
 
 

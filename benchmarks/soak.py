@@ -400,6 +400,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 "drain_timeout": 2,
                 "reconnect_max_delay": 2,
                 "seed": args.seed,
+                # One requester stands for many users here: no per-requester rate limit.
+                "rate_limit": 0,
                 **({"event_loop": args.event_loop} if args.event_loop else {}),
             },
         )
