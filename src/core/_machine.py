@@ -132,6 +132,7 @@ _NOT_A_USER = StanzaError.build(
 _NOT_PROXIED = StanzaError.build("cancel", "feature-not-implemented")
 _BAD_REQUEST = StanzaError.build("cancel", "bad-request")
 
+_EVENTS = (StanzaReceived, TimePassed, ConnectionUp, ConnectionLost, StopRequested)
 _REQUEST_TYPES = frozenset({"get", "set"})
 _REPLY_TYPES = frozenset({"result", "error"})
 #: Answers that say "this resource cannot serve" rather than "this request is wrong".
@@ -146,6 +147,8 @@ def step(state: ProxyState, event: Event) -> Transition:
     network can produce raises. Only a caller's misuse (an event that is not one of
     :data:`Event`) raises TypeError.
     """
+    if not isinstance(event, _EVENTS):
+        raise TypeError(f"not a client-proxy event: {event!r}")
     run = _Step(state, event.now)
     if isinstance(event, ConnectionLost):
         # The link goes first: an answer falling due in this very step cannot be sent on a
@@ -168,8 +171,10 @@ def step(state: ProxyState, event: Event) -> Transition:
         # new entries are due `request_timeout` later, and parking only happens before
         # sync_until.
         run.expire()
-    else:
-        raise TypeError(f"not a client-proxy event: {event!r}")
+    if run.now + run.config.request_timeout <= run.now:
+        # A clock so large (or infinite) that adding the timeout changes nothing: what was
+        # accepted in this step is due already, and is answered now rather than kept past it.
+        run.expire()
     return run.finish()
 
 
@@ -247,7 +252,8 @@ class _Step:
         """Send an answer now, or hold it until the link is back."""
         if self.link is Link.UP:
             self.out.append(SendStanza(answer))
-        elif len(self.held) < self.config.max_outstanding:
+        elif len(self.held) < 2 * self.config.max_outstanding:
+            # Requests and calls are each bounded by max_outstanding, and each gets one answer.
             self.held = (*self.held, answer)
         else:
             # Only a transport that keeps delivering requests while it says the link is down
@@ -1103,12 +1109,19 @@ def _error_reply(s: Stanza, error: StanzaError) -> Stanza:
     return Stanza(s.kind, "error", s.id, s.to, s.from_, (), error, None, s.extra)
 
 
-def _priority(text: str | None) -> int:
-    """RFC 6121 §4.7.2.3: an integer from -128 to +127, 0 when absent; bad values count as 0."""
-    if text is None:
+def _priority(text: object) -> int:
+    """RFC 6121 §4.7.2.3: an integer from -128 to +127, 0 when absent; bad values count as 0.
+
+    Typed ``object``: a transport may hand over what its XML library gave (an int, bytes...)."""
+    if isinstance(text, bool):
         return 0
-    try:
-        value = int(text.strip())
-    except ValueError:
+    if isinstance(text, int):
+        value = text
+    elif isinstance(text, str):
+        try:
+            value = int(text.strip())
+        except ValueError:
+            return 0
+    else:
         return 0
     return max(-128, min(127, value))
