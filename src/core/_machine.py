@@ -74,6 +74,7 @@ answered with an error where RFC 6120 §8.3 allows one, or dropped with a :class
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 from immutables import Map
 
@@ -106,6 +107,8 @@ from ._state import (
 )
 
 __all__ = ["step"]
+
+_T = TypeVar("_T", bound=tuple[object, ...])
 
 # The errors the proxy originates, built once (RFC 6120 §8.3.3 conditions, §8.3.2 types).
 _NO_RESOURCE = StanzaError.build(
@@ -210,31 +213,36 @@ class _Step:
     )
 
     def __init__(self, state: ProxyState, now: float) -> None:
-        self.config = state.config
+        # Unpacked in ProxyState's field order (one tuple unpacking is cheaper than 24 attribute
+        # reads; finish() builds the next state in the same order).
+        (
+            self.config,
+            self.rng,
+            then,
+            self.link,
+            self.subscription,
+            self.resources,
+            self.requests,
+            self.queue,
+            self.head,
+            self.next_seq,
+            self.per_requester,
+            self.parked,
+            self.sync_until,
+            self.synced,
+            self.held,
+            self.stop_at,
+            self.stopped,
+            self.calls,
+            self.routes,
+            self.lates,
+            self.load,
+            self.turn,
+            self.rates,
+            self.sweep_at,
+        ) = state
         # Time never runs backwards inside the core (see _events).
-        self.now = now if now > state.now else state.now
-        self.link = state.link
-        self.subscription = state.subscription
-        self.resources = state.resources
-        self.requests = state.requests
-        self.queue = state.queue
-        self.head = state.head
-        self.next_seq = state.next_seq
-        self.per_requester = state.per_requester
-        self.parked = state.parked
-        self.sync_until = state.sync_until
-        self.synced = state.synced
-        self.held = state.held
-        self.rng = state.rng
-        self.stop_at = state.stop_at
-        self.stopped = state.stopped
-        self.calls = state.calls
-        self.routes = state.routes
-        self.lates = state.lates
-        self.load = state.load
-        self.turn = state.turn
-        self.rates = state.rates
-        self.sweep_at = state.sweep_at
+        self.now: float = now if now > then else then
         self.out: list[Output] = []
 
     # -- outputs -------------------------------------------------------------------------------
@@ -251,7 +259,7 @@ class _Step:
     def deliver(self, answer: Stanza) -> None:
         """Send an answer now, or hold it until the link is back."""
         if self.link is Link.UP:
-            self.out.append(SendStanza(answer))
+            self.out.append(_build(SendStanza, (answer,)))
         elif len(self.held) < 2 * self.config.max_outstanding:
             # Requests and calls are each bounded by max_outstanding, and each gets one answer.
             self.held = (*self.held, answer)
@@ -378,6 +386,8 @@ class _Step:
     def take_late(self, key: RequestKey, resource: str | None) -> int:
         """A request with ``key`` goes to ``resource``: the late replies it owes for the key, if
         any, are now the request's to skip."""
+        if not self.lates:
+            return 0
         late = self.lates.get(key)
         if late is None or late.resource != resource:
             return 0
@@ -556,7 +566,7 @@ class _Step:
             return
         resource: str | None = None
         candidates = self.candidates()
-        late = self.lates.get(key)
+        late = self.lates.get(key) if self.lates else None
         if late is not None and len(candidates) > 1:
             # Keep it away from the resource that may still answer the same key late.
             candidates = tuple(r for r in candidates if r.name != late.resource)
@@ -621,19 +631,18 @@ class _Step:
         r = o.request
         if cfg.routing == "least-outstanding":
             self.load = self.load.set(resource, self.load.get(resource, 0) + 1)
-        self.send(
-            Stanza(
-                "iq",
-                r.type,
-                r.id,
-                encode_requester(cfg.proxy_domain, r.from_ or ""),
-                f"{cfg.target}/{resource}",
-                r.payload,
-                None,
-                None,
-                r.extra,
-            )
+        forwarded = (
+            "iq",
+            r.type,
+            r.id,
+            encode_requester(cfg.proxy_domain, r.from_ or ""),
+            f"{cfg.target}/{resource}",
+            r.payload,
+            None,
+            None,
+            r.extra,
         )
+        self.out.append(_build(SendStanza, (_build(Stanza, forwarded),)))
 
     def unload(self, resource: str) -> None:
         if self.config.routing == "least-outstanding":
@@ -659,7 +668,7 @@ class _Step:
             self.count("dropped.reply_unmatched")
             return
         key: RequestKey = (requester, s.id or "")
-        late = self.lates.get(key)
+        late = self.lates.get(key) if self.lates else None
         if late is not None and sender == f"{self.config.target}/{late.resource}":
             # The answer to a request with this key that timed out at this resource: replies
             # from one resource come in order, so the next ones from there are those.
@@ -696,7 +705,9 @@ class _Step:
                 return
         r = o.request
         self.answer(
-            key, o, Stanza("iq", s.type, r.id, r.to, r.from_, s.payload, s.error, None, s.extra)
+            key,
+            o,
+            _build(Stanza, ("iq", s.type, r.id, r.to, r.from_, s.payload, s.error, None, s.extra)),
         )
 
     def retryable(self, o: Outstanding) -> bool:
@@ -1064,33 +1075,43 @@ class _Step:
             deadline = self.stop_at
         if self.sweep_at < float("inf") and (deadline is None or self.sweep_at < deadline):
             deadline = self.sweep_at
-        state = ProxyState(
-            self.config,
-            self.rng,
-            self.now,
-            self.link,
-            self.subscription,
-            self.resources,
-            self.requests,
-            self.queue,
-            self.head,
-            self.next_seq,
-            self.per_requester,
-            self.parked,
-            self.sync_until,
-            self.synced,
-            self.held,
-            self.stop_at,
-            self.stopped,
-            self.calls,
-            self.routes,
-            self.lates,
-            self.load,
-            self.turn,
-            self.rates,
-            self.sweep_at,
+        state = _build(
+            ProxyState,
+            (
+                self.config,
+                self.rng,
+                self.now,
+                self.link,
+                self.subscription,
+                self.resources,
+                self.requests,
+                self.queue,
+                self.head,
+                self.next_seq,
+                self.per_requester,
+                self.parked,
+                self.sync_until,
+                self.synced,
+                self.held,
+                self.stop_at,
+                self.stopped,
+                self.calls,
+                self.routes,
+                self.lates,
+                self.load,
+                self.turn,
+                self.rates,
+                self.sweep_at,
+            ),
         )
-        return Transition(state, tuple(self.out), deadline)
+        return _build(Transition, (state, tuple(self.out), deadline))
+
+
+def _build(cls: type[_T], fields: tuple[object, ...]) -> _T:
+    """``cls(*fields)`` for a NamedTuple, without its generated ``__new__`` (a Python-level
+    function call): about four times cheaper for the records built on every step (measured:
+    0.17 vs 0.76 us for 24 fields). Only for field tuples that are complete and in order."""
+    return tuple.__new__(cls, fields)
 
 
 def _rendezvous(candidates: tuple[TargetResource, ...], key: str) -> TargetResource:
