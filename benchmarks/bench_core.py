@@ -57,7 +57,11 @@ def _with_backlog(state: ProxyState, n: int) -> ProxyState:
 
 def _requests(n: int) -> list[StanzaReceived]:
     return [
-        StanzaReceived(1.0, Stanza("iq", "get", f"q{i}", "alice@example.org/phone", PROXY))
+        # 1,000 requesters, so that the default per-requester rate limit is exercised (each
+        # sends well within its burst) rather than switched off.
+        StanzaReceived(
+            1.0, Stanza("iq", "get", f"q{i}", f"user{i % 1000}@example.org/phone", PROXY)
+        )
         for i in range(n)
     ]
 
