@@ -44,8 +44,9 @@ PASSWORD = "soak-password"
 TARGET = "svc@localhost"
 REQUESTER = "user@localhost/soak"
 PAYLOAD = "<query xmlns='urn:example:soak'/>"
-#: The proxy's log line for a request that reached it after it had sent its end of stream.
-_LATE = re.compile(r"stop\.late: iq \w+ id=(\S+) ")
+#: The proxy's log line for answers it could not send, even on a fresh connection, because
+#: their requests reached it after it had sent its end of stream.
+_LOST = re.compile(r"stop\.lost: \d+ answer\(s\) [^:]*: (.*)$")
 
 
 @dataclass
@@ -201,6 +202,8 @@ class Soak:
         self.restart_note = ""
         #: Unanswered requests the stopping proxy logged as arriving after its end of stream.
         self.after_end = 0
+        #: Fresh connections the stopping proxy made to answer those.
+        self.flushed = 0
 
     def log(self, text: str) -> None:
         print(f"  [{time.monotonic() - self.started:6.1f} s] {text}", flush=True)
@@ -308,10 +311,15 @@ class Soak:
             await asyncio.sleep(0.1)
         # Everything still pending was sent at least request_timeout + margin ago.
         unanswered = len(requester.pending) + requester.tally.late
-        late_ids = {
-            m.group(1) for p in self.proxies for line in p.lines if (m := _LATE.search(line))
+        lost = {
+            iq_id
+            for proxy in self.proxies
+            for line in proxy.lines
+            if (m := _LOST.search(line))
+            for iq_id in m[1].split()
         }
-        self.after_end = sum(1 for iq_id in requester.pending if iq_id in late_ids)
+        self.after_end = sum(1 for iq_id in requester.pending if iq_id in lost)
+        self.flushed = sum("stop.flush:" in line for p in self.proxies for line in p.lines)
         for iq_id, sent in list(requester.pending.items())[:10]:
             self.log(
                 f"never answered: {iq_id} ({sent.type} to {sent.to}, sent at "
@@ -353,6 +361,11 @@ def report(soak: Soak, requester: Requester, unanswered: int, args: argparse.Nam
         + (f", {churn.failed_joins} failed joins" if churn.failed_joins else "")
     )
     print(f"restart: {soak.restart_note or 'did not happen'}")
+    if soak.flushed:
+        print(
+            f"    the stopping proxy reconnected {soak.flushed} time(s) to answer requests that "
+            "reached it after its end of stream (stop.flush)"
+        )
     print(f"requests sent:            {t.sent:>8,}")
     print(f"answered with a result:   {t.results:>8,}")
     print(f"answered with an error:   {errors:>8,}")
@@ -362,7 +375,7 @@ def report(soak: Soak, requester: Requester, unanswered: int, args: argparse.Nam
     if soak.after_end:
         print(
             f"    {soak.after_end} of them reached the stopping proxy after it had sent its end of "
-            "stream (its log: stop.late); XEP-0114 gives a component no way to answer those"
+            "stream, and it could not send their answers even on a fresh connection (stop.lost)"
         )
     print(
         f"duplicates {t.duplicates}, strays {t.strays}, from another address "

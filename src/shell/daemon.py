@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import random
+import re
 import signal
 from collections import Counter
 from typing import Any
@@ -69,8 +70,10 @@ _LEVELS = {
 # - What the daemon sends while slixmpp is parsing one read from the socket is written in one
 #   transport.write at the end of that read (one send() instead of one per stanza).
 # - After a stop, slixmpp's disconnect() writes the end of stream with send_raw(stream_footer)
-#   and keeps reading until the server closes: _Component notes that moment, and stanzas read
-#   after it are logged (stop.late), not fed to the core, whose answers could not be sent.
+#   and keeps reading until the server closes: _Component notes that moment. What the server
+#   routed to us before it read our end of stream still arrives then; the core answers it as
+#   usual, and the daemon sends those answers on a fresh connection once the old one is gone
+#   (stop.late, stop.flush; stop.lost if even that fails).
 _BUILTIN_HANDLERS = ("IM", "IMError", "Presence")
 _BUILTIN_EVENTS = (
     "presence_probe",
@@ -86,6 +89,21 @@ _BUILTIN_EVENTS = (
     "presence_away",
     "roster_subscription_request",
 )
+
+
+#: How many fresh connections a stopping proxy makes for answers due after its end of stream;
+#: each is short, so the chance that yet another request slips in behind it keeps shrinking.
+_MAX_FLUSHES = 3
+_ID = re.compile(r" id='([^']*)'")
+
+
+def _local_name(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def _ids(texts: list[str]) -> list[str]:
+    """The ids of the stanzas written as ``texts`` (for a log line)."""
+    return [m.group(1) if (m := _ID.search(t)) else "?" for t in texts]
 
 
 class _EveryStanza(MatcherBase):
@@ -181,6 +199,11 @@ class Daemon:
         self._attempt = 0
         self._last_failure: str | None = None
         self._jitter = random.Random(seed)
+        #: Answers the core gave after our end of stream had gone out, and how many fresh
+        #: connections were made to send such answers.
+        self._late: list[str] = []
+        self._flushes = 0
+        self._flush_pending = False
 
         xmpp = _Component(settings)
         self.xmpp = xmpp
@@ -246,6 +269,11 @@ class Daemon:
             self._write([text])
 
     def _write(self, texts: list[str]) -> None:
+        if self.xmpp.stream_ended:
+            # Our end of stream has gone out: nothing written now would count. Keep these for
+            # a fresh connection (see _on_disconnected).
+            self._late.extend(texts)
+            return
         transport = self.xmpp.transport
         try:
             if transport is None:
@@ -262,8 +290,7 @@ class Daemon:
 
     def _on_element(self, xml: Element) -> None:
         if self.xmpp.stream_ended:
-            self._after_end_of_stream(xml)
-            return
+            self._note_late(xml)
         core_stanza = from_element(xml)
         if core_stanza is None:
             return
@@ -278,22 +305,24 @@ class Daemon:
             )
         self.apply(StanzaReceived(self.loop.time(), core_stanza))
 
-    def _after_end_of_stream(self, xml: Element) -> None:
+    def _note_late(self, xml: Element) -> None:
         # XEP-0114 has no way to stop the server routing to a component except closing the
         # stream, so what it routed between our end of stream and its reading of it still comes
-        # in, and nothing can be sent back: say so, so that such a loss is never silent.
-        self.counters["dropped.after_end_of_stream"] += 1
-        kind = xml.tag.rpartition("}")[2]
-        if kind == "iq" and xml.get("type") in ("get", "set"):
-            log.warning(
-                "stop.late: iq %s id=%s from %s arrived after our end of stream was sent; it "
-                "cannot be answered (XEP-0114 has no way back once the stream is closed)",
+        # in. The core answers it as usual; _write keeps the answer for a fresh connection.
+        self.counters["stop.late"] += 1
+        if _local_name(xml.tag) == "iq" and xml.get("type") in ("get", "set"):
+            log.info(
+                "stop.late: iq %s id=%s from %s arrived after our end of stream; its answer "
+                "goes out on a fresh connection",
                 xml.get("type"),
                 xml.get("id"),
                 xml.get("from"),
             )
 
     def _on_session_start(self, _: Any) -> None:
+        if self._stopping:
+            self._flush_late()
+            return
         if self._last_failure is not None:
             log.info("connection.restored: after %d failed attempt(s)", self._attempt)
         self._attempt = 0
@@ -306,14 +335,38 @@ class Daemon:
             self._up = False
             self.apply(ConnectionLost(self.loop.time()))
         if self._stopping:
-            if not self.finished.done():
-                self.finished.set_result(0)
+            if self._flush_pending:
+                return  # a fresh connection is on its way already
+            if self._late and self._flushes < _MAX_FLUSHES and not self.finished.done():
+                # Answers came due after our end of stream (see _note_late): deliver them on a
+                # fresh connection, which the core is not told about (it has stopped).
+                self._flushes += 1
+                self._flush_pending = True
+                log.info(
+                    "stop.flush: reconnecting to send %d answer(s) due after our end of stream",
+                    len(self._late),
+                )
+                self.loop.call_soon(self.xmpp.connect)
+                return
+            self._finish()
             return
         self._schedule_reconnect(str(reason) if reason else "connection closed")
+
+    def _flush_late(self) -> None:
+        self._flush_pending = False
+        late, self._late = self._late, []
+        if late:
+            self._write(late)
+            self.counters["stop.flushed"] += len(late)
+        self.xmpp.disconnect(wait=2.0)
 
     def _on_connection_failed(self, reason: Any) -> None:
         # slixmpp would retry on its own with waits growing to 300 s and no jitter; take over.
         self.xmpp.cancel_connection_attempt()
+        if self._flush_pending:  # the fresh connection for late answers did not come up
+            self._flush_pending = False
+            self._on_disconnected(reason)
+            return
         if not self._stopping:
             where = f"{self.settings.host}:{self.settings.port}"
             self._note_failure("connect", f"cannot reach the server at {where}: {reason}")
@@ -390,6 +443,13 @@ class Daemon:
             self._finish()
 
     def _finish(self) -> None:
+        if self._late and not self.finished.done():
+            log.warning(
+                "stop.lost: %d answer(s) due after our end of stream could not be sent: %s",
+                len(self._late),
+                " ".join(_ids(self._late)),
+            )
+            self._late = []
         if not self.finished.done():
             self.finished.set_result(0)
 
