@@ -21,7 +21,6 @@ requests collide on keys, replies race timeouts and resources leave while holdin
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -700,17 +699,6 @@ configs = st.builds(
 )
 
 
-def _without_known_bugs(config: ProxyConfig) -> ProxyConfig:
-    """Configurations that keep clear of the known core bug pinned below
-    (``test_held_answers_are_not_dropped_when_calls_and_requests_fill_the_hold``): with a small
-    ``max_outstanding``, requests and calls together overflow the hold while the link is down
-    and an answer is lost. The machine keeps looking for other bugs meanwhile; drop this
-    mapping once the core is fixed."""
-    if config.outbound_iq and config.max_outstanding < 10_000:
-        return dataclasses.replace(config, outbound_iq=False)
-    return config
-
-
 def _stanza(kind, type_, id_, from_, to) -> Stanza:
     return Stanza(kind, type_, id_, from_, to, "<stray/>", None, None, ())
 
@@ -767,7 +755,7 @@ class ProxyMachine(RuleBasedStateMachine):
     # -- driving -------------------------------------------------------------------------------
 
     @initialize(
-        config=configs.map(_without_known_bugs),
+        config=configs,
         seed=st.integers(0, 2**64 - 1),
         resources=st.lists(st.sampled_from(RESOURCES), unique=True, min_size=1, max_size=3),
         approve=st.booleans(),
@@ -912,8 +900,10 @@ class ProxyMachine(RuleBasedStateMachine):
         counts = Counter(requester for requester, _ in s.requests)
         assert dict(s.per_requester) == dict(counts)
         assert all(n <= cfg.max_per_requester for n in counts.values())
-        for table in (s.calls, s.routes, s.lates, s.held):
+        for table in (s.calls, s.routes, s.lates):
             assert len(table) <= cfg.max_outstanding
+        # Requests and calls are each bounded by max_outstanding, and each gets one answer.
+        assert len(s.held) <= 2 * cfg.max_outstanding
         entries = {
             "in": {(k, o.seq) for k, o in s.requests.items()},
             "call": {(k, c.seq) for k, c in s.calls.items()},
@@ -1120,6 +1110,29 @@ class ProxyMachine(RuleBasedStateMachine):
         self.sessions.discard(r.resource)
         self.apply(self.presence_event(r.resource, "unavailable"))
 
+    @precondition(lambda self: self.model.link_up and self.model.calls)
+    @rule(data=st.data())
+    def caller_goes_offline(self, data):
+        """A resource that started a call goes offline: nobody is left to take the answer."""
+        calls = sorted(self.model.calls.values(), key=lambda c: c.serial)
+        c = data.draw(st.sampled_from(calls), label="call")
+        resource = resource_part(c.stanza.from_ or "")
+        self.sessions.discard(resource)
+        self.apply(self.presence_event(resource, "unavailable"))
+
+    @precondition(lambda self: self.model.link_up and self.model.lates)
+    @rule(data=st.data())
+    def late_reply_arrives(self, data):
+        """A slow resource answers a request that has already timed out; its requester may have
+        sent a new request with the same id since (``LateReply``)."""
+        key = data.draw(st.sampled_from(sorted(self.model.lates)), label="late")
+        late = self.model.lates[key]
+        to = encode_requester(PROXY, key[0])
+        reply = Stanza("iq", "result", key[1], f"{TARGET}/{late.resource}", to, "<late/>")
+        self.model.replaying = True  # the answer to an older request: not tagged
+        self.apply(StanzaReceived(self.model.now, reply))
+        self.model.replaying = False
+
     @precondition(up)
     @rule(resource=st.sampled_from(RESOURCES))
     def resource_comes_online(self, resource):
@@ -1230,12 +1243,13 @@ def replay(config: ProxyConfig, program: list[tuple[str, dict]]) -> None:
 
 
 def test_held_answers_are_not_dropped_when_calls_and_requests_fill_the_hold():
-    """Core bug found by this machine. ``max_outstanding`` bounds requests and calls each, but
-    the hold for answers due while the link is down is bounded by ``max_outstanding`` for both
-    together: with one request and one call outstanding (max_outstanding=1) and the stream
-    lost, both time out, the first answer is held, the second is dropped
-    (``dropped.held_overflow``): the target resource that started the call never gets an
-    answer, though the transport delivered nothing while the link was down."""
+    """Core bug found by this machine, fixed in f0521d9; kept as a regression test.
+    ``max_outstanding`` bounds requests and calls each, but the hold for answers due while the
+    link is down was bounded by ``max_outstanding`` for both together: with one request and one
+    call outstanding (max_outstanding=1) and the stream lost, both time out, the first answer
+    is held and the second dropped (``dropped.held_overflow``): the target resource that
+    started the call never got an answer, though the transport delivered nothing while the
+    link was down."""
     config = ProxyConfig(PROXY, TARGET, request_timeout=1.0, max_outstanding=1, sync_grace=0.0)
     replay(
         config,
