@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +13,8 @@ import threading
 import time
 from importlib import metadata
 from pathlib import Path
+
+from client_proxy.testing.daemon import cli_command, toml_config
 
 __all__ = [
     "CLK_TCK",
@@ -46,25 +47,8 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def _proxy_command() -> list[str]:
-    beside = Path(sys.executable).with_name("client-proxy")
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("client-proxy")
-    if found:
-        return [found]
-    return [sys.executable, "-m", "client_proxy.shell.cli"]
-
-
 def write_proxy_config(path: Path, settings: dict[str, object]) -> Path:
-    def value(v: object) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    path.write_text("".join(f"{k} = {value(v)}\n" for k, v in settings.items()), encoding="utf-8")
+    path.write_text(toml_config(settings), encoding="utf-8")
     return path
 
 
@@ -73,7 +57,7 @@ class ProxyProcess:
 
     def __init__(self, config: Path, *, extra_args: tuple[str, ...] = (), echo: bool = False):
         self.process = subprocess.Popen(
-            [*_proxy_command(), "run", "--config", str(config), *extra_args],
+            [*cli_command(), "run", "--config", str(config), *extra_args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -27,6 +27,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from client_proxy.testing.daemon import cli_command, toml_config
 from client_proxy.testing.prosody import Prosody, ProsodyError, prosody_available
 from implementing_client import ECHO_NS, PING_NS, VERSION_NS, ProxiedService
 from slixmpp import ClientXMPP
@@ -109,9 +110,8 @@ class ProxyProcess:
     """`client-proxy run` as a child process; its log lines are shown dimmed as they come."""
 
     def __init__(self, config: Path) -> None:
-        command = Path(sys.executable).with_name("client-proxy")
         self.process = subprocess.Popen(
-            [str(command), "run", "--config", str(config)],
+            [*cli_command(), "run", "--config", str(config)],
             stdin=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -229,12 +229,16 @@ async def main_async() -> int:
         for name in ("svc", "user"):
             server.register(name, "localhost", PASSWORD)
         config = workdir / "client-proxy.toml"
-        config.write_text(
-            f'component = "{PROXY}"\nserver = "127.0.0.1:{server.component_port}"\n'
-            f'secret = "{SECRET}"\ntarget = "svc@localhost"\nrequest_timeout = 5\n'
-            "drain_timeout = 2\nseed = 1\n",
-            encoding="utf-8",
-        )
+        settings = {
+            "component": PROXY,
+            "server": f"127.0.0.1:{server.component_port}",
+            "secret": SECRET,
+            "target": "svc@localhost",
+            "request_timeout": 5,
+            "drain_timeout": 2,
+            "seed": 1,
+        }
+        config.write_text(toml_config(settings), encoding="utf-8")
         say(f"{BOLD}client-proxy demo{RESET}")
         say(
             f"  Prosody on 127.0.0.1: clients :{server.c2s_port}, "

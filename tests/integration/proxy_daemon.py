@@ -6,43 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from client_proxy.testing.daemon import cli_command, toml_config
+
 __all__ = ["Daemon", "cli_command", "toml_config"]
-
-
-def cli_command() -> list[str]:
-    """How to run the `client-proxy` command: the script beside this Python, else on PATH."""
-    beside = Path(sys.executable).with_name("client-proxy")
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("client-proxy")
-    if found:
-        return [found]
-    return [sys.executable, "-m", "client_proxy.shell.cli"]
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
-
-
-def toml_config(settings: dict[str, Any]) -> str:
-    """A flat TOML document; a value of None leaves the key out."""
-    return "".join(f"{k} = {_toml_value(v)}\n" for k, v in settings.items() if v is not None)
 
 
 class Daemon:

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from client_proxy.testing.prosody import Prosody
 from proxy_daemon import Daemon, toml_config
 from xmpp_clients import Requester, TargetResource
 
-__all__ = ["HOST", "PASSWORD", "PROXY_DOMAIN", "SECRET", "ProxyEnv"]
+__all__ = ["HOST", "PASSWORD", "PROMPT", "PROXY_DOMAIN", "SECRET", "ProxyEnv", "wait_for"]
 
 PROXY_DOMAIN = "proxy.localhost"
 HOST = "localhost"
@@ -29,6 +30,19 @@ PASSWORD = "password"
 SECRET = secrets.token_hex(16)
 
 _names = itertools.count(1)
+
+#: No test waits longer than this for one answer that is due "now": well under request_timeout
+#: (15 s in these tests), so an answer that only came from the proxy's deadline fails the test.
+PROMPT = 8.0
+
+
+async def wait_for(predicate: Callable[[], object], what: str, timeout: float = PROMPT) -> None:
+    """Poll ``predicate`` until it is true, or raise TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
 
 
 class ProxyEnv:

@@ -4,31 +4,19 @@ failing session taken out of rotation, allow/deny lists and the per-requester ra
 
 from __future__ import annotations
 
-import asyncio
-import time
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from proxy_env import PASSWORD, PROXY_DOMAIN, ProxyEnv
+from proxy_env import PASSWORD, PROMPT, PROXY_DOMAIN, ProxyEnv, wait_for
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 from xmpp_clients import TargetResource, echo_payload
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-PROMPT = 8.0
 CLIENT_NS = "jabber:client"
-
-
-async def wait_for(predicate: Callable[[], object], what: str, timeout: float = PROMPT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def record_messages(client: Any) -> list[dict[str, str | None]]:

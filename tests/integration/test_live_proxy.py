@@ -13,19 +13,14 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from proxy_env import PASSWORD, PROXY_DOMAIN, SECRET, ProxyEnv
+from proxy_env import PASSWORD, PROMPT, PROXY_DOMAIN, SECRET, ProxyEnv, wait_for
 from slixmpp.exceptions import IqError, IqTimeout
 from xmpp_clients import IqRecord, Requester, TargetResource, echo_payload, serialize
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-#: No test waits longer than this for one answer that is due "now": well under request_timeout
-#: (15 s in these tests), so an answer that only came from the proxy's deadline fails the test.
-PROMPT = 8.0
 
 
 def assert_result(reply: IqRecord, *, to: str, from_: str, id: str, payload: str) -> None:
@@ -44,14 +39,6 @@ def assert_error(
 
 def _canon(payload: str) -> str:
     return serialize(ET.fromstring(payload))
-
-
-async def wait_for(predicate: Callable[[], object], what: str, timeout: float = PROMPT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def held_by(resources: list[TargetResource], iq_id: str) -> TargetResource:
