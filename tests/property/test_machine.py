@@ -1120,18 +1120,43 @@ class ProxyMachine(RuleBasedStateMachine):
         self.sessions.discard(resource)
         self.apply(self.presence_event(resource, "unavailable"))
 
-    @precondition(lambda self: self.model.link_up and self.model.lates)
+    def slow(self) -> list[tuple[tuple[str, str], str]]:
+        """(key, resource) of requests that timed out at a resource that may still answer:
+        remembered as late, or carried by a new request with the same key (its ``skip``)."""
+        m = self.model
+        late = [(key, late.resource) for key, late in m.lates.items()]
+        skipping = [(r.key, r.resource) for r in m.outstanding.values() if r.skip and r.resource]
+        return sorted(late + skipping)
+
+    @precondition(lambda self: self.model.link_up and self.slow())
     @rule(data=st.data())
     def late_reply_arrives(self, data):
         """A slow resource answers a request that has already timed out; its requester may have
-        sent a new request with the same id since (``LateReply``)."""
-        key = data.draw(st.sampled_from(sorted(self.model.lates)), label="late")
-        late = self.model.lates[key]
+        sent a new request with the same id since, even to the same resource (``LateReply``):
+        that one must not be taken for the new request's answer."""
+        key, resource = data.draw(st.sampled_from(self.slow()), label="late")
         to = encode_requester(PROXY, key[0])
-        reply = Stanza("iq", "result", key[1], f"{TARGET}/{late.resource}", to, "<late/>")
+        reply = Stanza("iq", "result", key[1], f"{TARGET}/{resource}", to, "<late/>")
         self.model.replaying = True  # the answer to an older request: not tagged
         self.apply(StanzaReceived(self.model.now, reply))
         self.model.replaying = False
+
+    @precondition(lambda self: self.model.link_up and self.model.lates)
+    @rule(data=st.data(), kind=st.sampled_from(["get", "set"]))
+    def requester_tries_again(self, data, kind):
+        """A requester whose request timed out sends another with the same id (clients that
+        number their requests per session do)."""
+        requester, id_ = data.draw(st.sampled_from(sorted(self.model.lates)), label="key")
+        self.request(requester, id_, kind, PROXY)
+
+    @precondition(lambda self: self.model.link_up and self.model.resources)
+    @rule()
+    def every_session_closes(self):
+        """The target's resources go offline one by one (not a bare unavailable): requests are
+        retried on those left, then answered; new ones find nobody."""
+        for resource in sorted(self.model.resources):
+            self.sessions.discard(resource)
+            self.apply(self.presence_event(resource, "unavailable"))
 
     @precondition(up)
     @rule(resource=st.sampled_from(RESOURCES))
