@@ -238,3 +238,23 @@ def test_deny_list_and_rate_limit(env: ProxyEnv) -> None:
         assert all(q.from_ != f"{PROXY_DOMAIN}/{mallory.boundjid}" for q in svc.requests)
 
     env.run(main)
+
+
+def test_a_message_error_goes_back_to_the_resource_that_sent_it(env: ProxyEnv) -> None:
+    """A resource messages a user who does not exist, through the proxy: the server's error for
+    it comes back to the proxy from that address, and the proxy routes it to the resource that
+    sent the message, from the translated address, with the message's id."""
+
+    async def main() -> None:
+        daemon = await env.ready_daemon()
+        a, b = await env.online(daemon, "a", "b")
+        inbox_a, inbox_b = record_messages(a), record_messages(b)
+        nobody = "nobody-at-all@localhost/x"
+        send_message(a, f"{PROXY_DOMAIN}/{nobody}", "anyone there?", "lost-1", mtype="normal")
+        await wait_for(lambda: any(m["type"] == "error" for m in inbox_a), "the bounce")
+        (bounce,) = [m for m in inbox_a if m["type"] == "error"]
+        assert (bounce["from"], bounce["id"]) == (f"{PROXY_DOMAIN}/{nobody}", "lost-1")
+        assert bounce["error"] == "service-unavailable", bounce
+        assert inbox_b == []
+
+    env.run(main)
