@@ -110,7 +110,8 @@ def step(state: ProxyState, event: Event) -> Transition:
         # timer firing late, as the embedding contract allows).
         run.disconnected()
     # Deadlines first: a reply that arrives after its request's deadline finds it answered.
-    run.expire()
+    if run.now >= state.due:
+        run.expire()
     if isinstance(event, StanzaReceived):
         run.received(event.stanza)
     elif isinstance(event, TimePassed):
@@ -242,6 +243,7 @@ class _Step(_Outbound):
                 self.turn,
                 self.rates,
                 self.sweep_at,
+                float("inf") if deadline is None else deadline,
             ),
         )
         return _build(Transition, (state, tuple(self.out), deadline))

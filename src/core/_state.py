@@ -186,6 +186,9 @@ class ProxyState(NamedTuple):
     turn: int = 0
     rates: Map[str, float] = _EMPTY  # type: ignore[assignment]
     sweep_at: float = float("inf")
+    #: The last transition's deadline (inf: none), a cache of what finish() computed: a step
+    #: before it has nothing to expire, and skips looking.
+    due: float = float("-inf")
 
     @property
     def online(self) -> tuple[str, ...]:

@@ -175,6 +175,7 @@ class _Base:
             self.turn,
             self.rates,
             self.sweep_at,
+            _due,
         ) = state
         # Time never runs backwards inside the core (see _events).
         self.now: float = now if now > then else then
