@@ -542,15 +542,17 @@ def schedules(
     others = draw(st.lists(_fault(user_jids, names, faults), max_size=max_faults))
     if "id_reuse" not in faults:
         requests = _unique_ids(requests)
-    elif any(r.twice for r in resources):
-        # A resource that answers one request twice, to a user who reuses the id: the second
-        # copy cannot be told apart from the answer to the new request (ids pass unchanged), a
-        # limit of the wire contract pinned in the tests, not a property the proxy can keep.
-        # So a schedule has one or the other.
+    elif any(r.twice for r in resources) or any(isinstance(s, Forge) for s in others):
+        # A resource that answers one request twice (or forges an answer that wins the race,
+        # then sends the real one), to a user who reuses the id: the second copy cannot be told
+        # apart from the answer to the new request (ids pass unchanged), a limit of the wire
+        # contract pinned in the tests, not a property the proxy can keep. So a schedule has
+        # one or the other.
         if draw(st.booleans()):
             requests = _unique_ids(requests)
         else:
             resources = tuple(dataclasses.replace(r, twice=False) for r in resources)
+            others = [s for s in others if not isinstance(s, Forge)]
     steps = sorted(requests + others, key=lambda s: s.at)
     steps = [Online(0.0, n) for n in initially] + _with_one_stop(steps)
     return Schedule(users, resources, tuple(steps), draw(_settings(faults)))

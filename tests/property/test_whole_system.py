@@ -98,6 +98,29 @@ DUPLICATE_ANSWER_TO_A_REUSED_ID = Schedule(
     ),
 )
 
+# The same limit, reached with a forgery instead: the resource forges an answer that wins the
+# race (allowed, see above), the user reuses the id, then the real answer to the first request
+# arrives and is taken for the second's. Found by the long profile (`just test-long`).
+FORGED_THEN_REAL_ANSWER_TO_A_REUSED_ID = Schedule(
+    users=(User(ALICE),),
+    resources=(Resource("a", answer_after=0.3, latency=0.001),),
+    steps=(
+        Online(0.0, "a"),
+        Request(0.0, ALICE, "1"),
+        Request(0.1, ALICE, "1"),
+        Forge(0.1, "a", ALICE, "1"),
+    ),
+    settings=Settings(
+        request_timeout=1.0,
+        sync_grace=0.0,
+        retry_get=False,
+        detect_delay=0.2,
+        approve_delay=0.0,
+        subscribed=False,
+        component_latency=0.001,
+    ),
+)
+
 # The known bugs' triggers, for the tests that keep running everything else meanwhile.
 _WITHOUT_KNOWN_TRIGGERS = ALL_FAULTS - {"timer_lag", "id_reuse"}
 
@@ -163,10 +186,11 @@ def test_a_schedule_prints_as_the_python_that_builds_it(schedule: Schedule) -> N
 
 
 def test_a_duplicate_answer_to_a_reused_id_is_the_one_limit() -> None:
-    found = violations(run(DUPLICATE_ANSWER_TO_A_REUSED_ID))
-    assert len(found) == 1
-    assert "received the answer to their request #1" in found[0]
-    assert "as the answer to their request #2" in found[0]
+    for schedule in (DUPLICATE_ANSWER_TO_A_REUSED_ID, FORGED_THEN_REAL_ANSWER_TO_A_REUSED_ID):
+        found = violations(run(schedule))
+        assert len(found) == 1, found
+        assert "received the answer to their request #1" in found[0]
+        assert "as the answer to their request #2" in found[0]
 
 
 def test_the_replay_script_replays() -> None:
