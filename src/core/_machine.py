@@ -81,7 +81,7 @@ from ._events import (
     StopRequested,
     TimePassed,
 )
-from ._jid import bare, domain_of, resource_of
+from ._jid import domain_of, resource_of
 from ._outbound import _Outbound
 from ._outputs import Stopped, Transition
 from ._stanzas import Stanza
@@ -150,7 +150,11 @@ class _Step(_Outbound):
         if to != proxy and not to.startswith(proxy + "/") and domain_of(to) != proxy:
             self.count("dropped.not_for_us")
             return
-        from_target = bare(sender) == cfg.target
+        target = cfg.target
+        # bare(sender) == target, without building the bare JID: this runs for every stanza.
+        from_target = sender.startswith(target) and (
+            len(sender) == len(target) or sender[len(target)] == "/"
+        )
         if s.kind == "iq":
             if (s.type not in _REQUEST_TYPES and s.type not in _REPLY_TYPES) or s.id is None:
                 # RFC 6120 §8.2.3: type and id are required; without an id no answer can match.
@@ -200,7 +204,9 @@ class _Step(_Outbound):
         self.head = head
         deadline: float | None = None
         if head < self.next_seq:
-            deadline = self.due(queue[head])
+            kind, jid, ident = entry = queue[head]
+            # The usual head is a request; due() knows the other kinds.
+            deadline = self.requests[(jid, ident)].deadline if kind == "in" else self.due(entry)
         if (self.parked or self.subscription is Subscription.REQUESTED) and (
             deadline is None or self.sync_until < deadline
         ):
