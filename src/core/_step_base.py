@@ -78,6 +78,28 @@ def _error_reply(s: Stanza, error: StanzaError) -> Stanza:
     return Stanza(s.kind, "error", s.id, s.to, s.from_, (), error, None, s.extra)
 
 
+def next_deadline(
+    first: float | None,
+    waiting: bool,
+    sync_until: float,
+    stop_at: float | None,
+    sweep_at: float,
+) -> float | None:
+    """When the machine next needs :class:`~client_proxy.core.TimePassed` (None: never): the
+    earliest of the first queue entry's deadline (``first``; None if the queue is empty), the
+    end of the resync grace while something is ``waiting`` for it (requests parked, or the
+    subscription not answered yet), the end of a drain still to come (``stop_at``), and the
+    rate limit's next sweep."""
+    deadline = first
+    if waiting and (deadline is None or sync_until < deadline):
+        deadline = sync_until
+    if stop_at is not None and (deadline is None or stop_at < deadline):
+        deadline = stop_at
+    if sweep_at < float("inf") and (deadline is None or sweep_at < deadline):
+        deadline = sweep_at
+    return deadline
+
+
 def _rendezvous(candidates: tuple[TargetResource, ...], key: str) -> TargetResource:
     """The candidate with the highest rendezvous score for ``key`` (ties: the first by name)."""
     best = candidates[0]
