@@ -38,17 +38,9 @@ _INF = float("inf")
 def express(state: ProxyState, now: float, s: Stanza) -> Transition | None:
     """The transition for ``s`` arriving at ``now``, if it is an ordinary request or result;
     None for anything else (the general machine then handles it)."""
-    if s.kind != "iq":
-        return None
     kind = s.type
-    if kind == "result":
-        return _result(state, now, s)
-    if kind in _REQUEST_TYPES:
-        return _request(state, now, s)
-    return None
-
-
-def _request(state: ProxyState, now: float, s: Stanza) -> Transition | None:
+    if s.kind != "iq" or (kind != "result" and kind not in _REQUEST_TYPES):
+        return None
     (
         config,
         rng,
@@ -77,250 +69,185 @@ def _request(state: ProxyState, now: float, s: Stanza) -> Transition | None:
         due,
     ) = state
     now = now if now > then else then  # as _Base does: NaN and the past become `then`
-    requester = s.from_
     ident = s.id
-    timeout = config.request_timeout
-    deadline = now + timeout
+    sender = s.from_
     if (
         now >= due  # something to expire first
-        or deadline <= now  # a clock so large that the timeout vanishes
         or ident is None
-        or not requester
-        or s.to != config.proxy_domain
-        or link is not Link.UP
-        or stop_at is not None
-        or not resources
-        or len(requests) >= config.max_outstanding
-    ):
-        return None
-    target = config.target
-    if requester.startswith(target) and (
-        len(requester) == len(target) or requester[len(target)] == "/"
-    ):
-        return None  # from the target: a call, not a request
-    key = (requester, ident)
-    if key in requests or (lates and key in lates):
-        return None
-    if (config.deny and listed(requester, config.deny)) or (
-        config.allow and not listed(requester, config.allow)
-    ):
-        return None
-    mine = per_requester.get(requester, 0)
-    if mine >= config.max_per_requester:
-        return None
-    for r in resources:
-        if not r.eligible or r.cooling_until > now:
-            return None
-    if config.rate_limit > 0:
-        tat = rate_check(rates.get(requester), now, config.rate_limit, config.rate_burst)
-        if tat is None:
-            return None
-        rates = rates.set(requester, tat)
-        if sweep_at == _INF:
-            sweep_at = now + max(1.0, config.rate_burst / config.rate_limit)
-    if translation_problem(requester) is not None:
-        return None
-    routing = config.routing
-    if routing == "random" or (len(resources) == 1 and routing != "least-outstanding"):
-        value, rng = next_random(rng)
-        resource = resources[value % len(resources)].name
-    elif routing == "round-robin":
-        resource = resources[turn % len(resources)].name
-        turn += 1
-    else:
-        return None
-    o = _build(Outstanding, (next_seq, s, deadline, resource, (resource,), 0))
-    forwarded = (
-        "iq",
-        s.type,
-        ident,
-        f"{config.proxy_domain}/{requester}",
-        f"{target}/{resource}",
-        s.payload,
-        None,
-        None,
-        s.extra,
-    )
-    # The queue was empty (head == next_seq) or its head is older than this request: either
-    # way the head does not move, and the only deadlines that can have come closer are this
-    # request's (if it is the head now) and the sweep's (if it was just set).
-    new_due = next_deadline(
-        deadline if head == next_seq else due,
-        bool(parked) or subscription is Subscription.REQUESTED,
-        sync_until,
-        None,
-        sweep_at,
-    )
-    return _build(
-        Transition,
-        (
-            _build(
-                ProxyState,
-                (
-                    config,
-                    rng,
-                    now,
-                    link,
-                    subscription,
-                    resources,
-                    requests.set(key, o),
-                    queue.set(next_seq, ("in", requester, ident)),
-                    head,
-                    next_seq + 1,
-                    per_requester.set(requester, mine + 1),
-                    parked,
-                    sync_until,
-                    synced,
-                    held,
-                    stop_at,
-                    stopped,
-                    calls,
-                    routes,
-                    lates,
-                    load,
-                    turn,
-                    rates,
-                    sweep_at,
-                    _INF if new_due is None else new_due,
-                ),
-            ),
-            (_build(SendStanza, (_build(Stanza, forwarded),)),),
-            new_due,
-        ),
-    )
-
-
-def _result(state: ProxyState, now: float, s: Stanza) -> Transition | None:
-    (
-        config,
-        rng,
-        then,
-        link,
-        subscription,
-        resources,
-        requests,
-        queue,
-        head,
-        next_seq,
-        per_requester,
-        parked,
-        sync_until,
-        synced,
-        held,
-        stop_at,
-        stopped,
-        calls,
-        routes,
-        lates,
-        load,
-        turn,
-        rates,
-        sweep_at,
-        due,
-    ) = state
-    now = now if now > then else then  # as _Base does: NaN and the past become `then`
-    to = s.to
-    sender = s.from_
-    ident = s.id
-    # (No check for a clock so large that the timeout vanishes, as in _request: every request
-    # accepted at such a time was answered in the same step, so none is left to match, and
-    # `now >= due` holds for any later one.)
-    if (
-        now >= due
-        or ident is None
-        or not to
         or not sender
         or link is not Link.UP
         or stop_at is not None
-        or config.routing == "least-outstanding"
     ):
         return None
-    prefix = config.proxy_domain + "/"
-    if not to.startswith(prefix):
-        return None  # (an empty requester matches nothing below: no request has one)
-    requester = to[len(prefix) :]
-    key = (requester, ident)
-    o = requests.get(key)
-    if o is None:
-        return None
-    seq, request, _deadline, resource, _tried, skip = o
-    # A late reply owed for this key (``lates``) comes from another resource than the one that
-    # has the request now (when they are the same, the count moved into ``skip``), so this
-    # check sends it to the general machine too.
-    if resource is None or skip or sender != f"{config.target}/{resource}":
-        return None
-    for r in resources:
-        if r.name == resource and r.failures:
-            return None  # a success resets the count: the general machine does that
-    left = per_requester[requester] - 1
-    queue = queue.delete(seq)
-    if seq == head:
-        head += 1
-        while head < next_seq and head not in queue:
+    new_due: float | None
+    if kind == "result":
+        # -- the result for an outstanding request, from the resource that has it ----------------
+        # (No check for a clock so large that the timeout vanishes, as for a request below: every
+        # request accepted at such a time was answered in the same step, so none is left to
+        # match, and `now >= due` holds for any later one.)
+        to = s.to
+        prefix = config.proxy_domain + "/"
+        if not to or not to.startswith(prefix) or config.routing == "least-outstanding":
+            return None
+        requester = to[len(prefix) :]
+        key = (requester, ident)
+        o = requests.get(key)
+        if o is None:
+            return None  # (an empty requester lands here too: no request has one)
+        seq, request, _deadline, resource, _tried, skip = o
+        # A late reply owed for this key (``lates``) comes from another resource than the one
+        # that has the request now (when they are the same, the count moved into ``skip``), so
+        # this check sends it to the general machine too.
+        if resource is None or skip or sender != f"{config.target}/{resource}":
+            return None
+        for r in resources:
+            if r.name == resource and r.failures:
+                return None  # a success resets the count: the general machine does that
+        left = per_requester[requester] - 1
+        requests = requests.delete(key)
+        queue = queue.delete(seq)
+        per_requester = (
+            per_requester.set(requester, left) if left else per_requester.delete(requester)
+        )
+        if seq == head:
             head += 1
-        if head < next_seq:
-            entry_kind, jid, entry_id = queue[head]
-            if entry_kind != "in":
-                return None  # a call or a message route is next: rare, and general
-            first: float | None = requests[(jid, entry_id)].deadline
+            while head < next_seq and head not in queue:
+                head += 1
+            first: float | None = None
+            if head < next_seq:
+                entry_kind, jid, entry_id = queue[head]
+                if entry_kind != "in":
+                    return None  # a call or a message route is next: rare, and general
+                first = requests[(jid, entry_id)].deadline
+            new_due = next_deadline(
+                first,
+                bool(parked) or subscription is Subscription.REQUESTED,
+                sync_until,
+                None,
+                sweep_at,
+            )
         else:
-            first = None
+            # The head stays, and nothing the deadline depends on changed (the queue holds the
+            # head, so `due` is its finite deadline or earlier).
+            new_due = due
+        sent = (
+            "iq",
+            "result",
+            request.id,
+            request.to,
+            request.from_,
+            s.payload,
+            s.error,
+            None,
+            s.extra,
+        )
+    else:
+        # -- a request to the proxy's domain, forwarded to a resource -----------------------------
+        requester = sender
+        deadline = now + config.request_timeout
+        if (
+            deadline <= now  # a clock so large that the timeout vanishes
+            or s.to != config.proxy_domain
+            or not resources
+            or len(requests) >= config.max_outstanding
+        ):
+            return None
+        target = config.target
+        if requester.startswith(target) and (
+            len(requester) == len(target) or requester[len(target)] == "/"
+        ):
+            return None  # from the target: a call, not a request
+        key = (requester, ident)
+        if key in requests or (lates and key in lates):
+            return None
+        if (config.deny and listed(requester, config.deny)) or (
+            config.allow and not listed(requester, config.allow)
+        ):
+            return None
+        mine = per_requester.get(requester, 0)
+        if mine >= config.max_per_requester:
+            return None
+        for r in resources:
+            if not r.eligible or r.cooling_until > now:
+                return None
+        if config.rate_limit > 0:
+            tat = rate_check(rates.get(requester), now, config.rate_limit, config.rate_burst)
+            if tat is None:
+                return None
+            rates = rates.set(requester, tat)
+            if sweep_at == _INF:
+                sweep_at = now + max(1.0, config.rate_burst / config.rate_limit)
+        if translation_problem(requester) is not None:
+            return None
+        routing = config.routing
+        if routing == "random" or (len(resources) == 1 and routing != "least-outstanding"):
+            value, rng = next_random(rng)
+            resource = resources[value % len(resources)].name
+        elif routing == "round-robin":
+            resource = resources[turn % len(resources)].name
+            turn += 1
+        else:
+            return None
+        seq = next_seq
+        next_seq += 1
+        requests = requests.set(
+            key, _build(Outstanding, (seq, s, deadline, resource, (resource,), 0))
+        )
+        queue = queue.set(seq, ("in", requester, ident))
+        per_requester = per_requester.set(requester, mine + 1)
+        # The queue was empty (the head was this request's seq) or its head is older than this
+        # request: either way the head does not move, and the only deadlines that can have come
+        # closer are this request's (if it is the head) and the sweep's (if it was just set).
         new_due = next_deadline(
-            first,
+            deadline if head == seq else due,
             bool(parked) or subscription is Subscription.REQUESTED,
             sync_until,
             None,
             sweep_at,
         )
-    else:
-        # The head stays, and nothing the deadline depends on changed (the queue holds the
-        # head, so `due` is its finite deadline or earlier).
-        new_due = due
-    answer = (
-        "iq",
-        "result",
-        request.id,
-        request.to,
-        request.from_,
-        s.payload,
-        s.error,
-        None,
-        s.extra,
+        sent = (
+            "iq",
+            kind,
+            ident,
+            f"{config.proxy_domain}/{requester}",
+            f"{target}/{resource}",
+            s.payload,
+            None,
+            None,
+            s.extra,
+        )
+    next_state = (
+        config,
+        rng,
+        now,
+        link,
+        subscription,
+        resources,
+        requests,
+        queue,
+        head,
+        next_seq,
+        per_requester,
+        parked,
+        sync_until,
+        synced,
+        held,
+        stop_at,
+        stopped,
+        calls,
+        routes,
+        lates,
+        load,
+        turn,
+        rates,
+        sweep_at,
+        _INF if new_due is None else new_due,
     )
     return _build(
         Transition,
         (
-            _build(
-                ProxyState,
-                (
-                    config,
-                    rng,
-                    now,
-                    link,
-                    subscription,
-                    resources,
-                    requests.delete(key),
-                    queue,
-                    head,
-                    next_seq,
-                    per_requester.set(requester, left) if left else per_requester.delete(requester),
-                    parked,
-                    sync_until,
-                    synced,
-                    held,
-                    stop_at,
-                    stopped,
-                    calls,
-                    routes,
-                    lates,
-                    load,
-                    turn,
-                    rates,
-                    sweep_at,
-                    _INF if new_due is None else new_due,
-                ),
-            ),
-            (_build(SendStanza, (_build(Stanza, answer),)),),
+            _build(ProxyState, next_state),
+            (_build(SendStanza, (_build(Stanza, sent),)),),
             new_due,
         ),
     )
