@@ -216,6 +216,7 @@ def express(state: ProxyState, now: float, s: Stanza) -> Transition | None:
             None,
             s.extra,
         )
+    # The 25 names unpacked above, in ProxyState's order (a slip fails every test).
     next_state = (
         config,
         rng,
