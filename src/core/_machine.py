@@ -101,6 +101,9 @@ def step(state: ProxyState, event: Event) -> Transition:
     Pure and total: the same state and event always give the same transition, and no event the
     network can produce raises. Only a caller's misuse (an event that is not one of
     :data:`Event`) raises TypeError.
+
+    An ordinary request and its result take a shortcut (``_express``) that gives exactly the
+    transition the whole machine would; everything else goes through the whole machine.
     """
     if type(event) is StanzaReceived:
         fast = express(state, event.now, event.stanza)
