@@ -64,6 +64,8 @@ from ._state import (
     Subscription,
     TargetResource,
     initial_state,
+    queue_key,
+    queue_seq,
 )
 
 __all__ = [
@@ -109,6 +111,8 @@ __all__ = [
     "listed",
     "next_random",
     "pick",
+    "queue_key",
+    "queue_seq",
     "rate_check",
     "rendezvous_score",
     "resource_of",

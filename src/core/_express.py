@@ -27,7 +27,7 @@ from ._outputs import SendStanza, Transition
 from ._policy import listed, rate_check
 from ._routing import next_random
 from ._stanzas import Stanza
-from ._state import Link, Outstanding, ProxyState, Subscription
+from ._state import Link, Outstanding, ProxyState, Subscription, queue_key
 from ._step_base import _REQUEST_TYPES, _build, next_deadline
 
 __all__: list[str] = []
@@ -105,17 +105,17 @@ def express(state: ProxyState, now: float, s: Stanza) -> Transition | None:
                 return None  # a success resets the count: the general machine does that
         left = per_requester[requester] - 1
         requests = requests.delete(key)
-        queue = queue.delete(seq)
+        queue = queue.delete(queue_key(seq))
         per_requester = (
             per_requester.set(requester, left) if left else per_requester.delete(requester)
         )
         if seq == head:
             head += 1
-            while head < next_seq and head not in queue:
+            while head < next_seq and queue_key(head) not in queue:
                 head += 1
             first: float | None = None
             if head < next_seq:
-                entry_kind, jid, entry_id = queue[head]
+                entry_kind, jid, entry_id = queue[queue_key(head)]
                 if entry_kind != "in":
                     return None  # a call or a message route is next: rare, and general
                 first = requests[(jid, entry_id)].deadline
@@ -193,7 +193,7 @@ def express(state: ProxyState, now: float, s: Stanza) -> Transition | None:
         requests = requests.set(
             key, _build(Outstanding, (seq, s, deadline, resource, (resource,), 0))
         )
-        queue = queue.set(seq, ("in", requester, ident))
+        queue = queue.set(queue_key(seq), ("in", requester, ident))
         per_requester = per_requester.set(requester, mine + 1)
         # The queue was empty (the head was this request's seq) or its head is older than this
         # request: either way the head does not move, and the only deadlines that can have come

@@ -9,7 +9,7 @@ from ._jid import bare
 from ._outputs import SendStanza
 from ._routing import pick
 from ._stanzas import Stanza, StanzaError
-from ._state import Link, Outstanding, RequestKey, TargetResource
+from ._state import Link, Outstanding, RequestKey, TargetResource, queue_key
 from ._step_base import (
     _DUPLICATE_ID,
     _FAILURES,
@@ -71,7 +71,7 @@ class _Inbound(_Base):
             seq, s, self.now + cfg.request_timeout, resource, tried, self.take_late(key, resource)
         )
         self.requests = self.requests.set(key, o)
-        self.queue = self.queue.set(seq, ("in", requester, key[1]))
+        self.queue = self.queue.set(queue_key(seq), ("in", requester, key[1]))
         self.per_requester = self.per_requester.set(requester, mine + 1)
         if resource is None:
             self.parked = (*self.parked, key)

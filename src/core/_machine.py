@@ -86,7 +86,7 @@ from ._jid import domain_of, resource_of
 from ._outbound import _Outbound
 from ._outputs import Stopped, Transition
 from ._stanzas import Stanza
-from ._state import ProxyState, Subscription
+from ._state import ProxyState, Subscription, queue_key
 from ._step_base import _BAD_REQUEST, _REPLY_TYPES, _REQUEST_TYPES, _build, next_deadline
 
 __all__ = ["step"]
@@ -213,12 +213,12 @@ class _Step(_Outbound):
                 )
         head = self.head
         queue = self.queue
-        while head < self.next_seq and head not in queue:
+        while head < self.next_seq and queue_key(head) not in queue:
             head += 1
         self.head = head
         first: float | None = None
         if head < self.next_seq:
-            kind, jid, ident = entry = queue[head]
+            kind, jid, ident = entry = queue[queue_key(head)]
             # The usual head is a request; due() knows the other kinds.
             first = self.requests[(jid, ident)].deadline if kind == "in" else self.due(entry)
         deadline = next_deadline(

@@ -8,7 +8,7 @@ from ._jid import bare
 from ._presence import _Presence
 from ._routing import next_random
 from ._stanzas import Stanza, StanzaError
-from ._state import Call, MessageRoute
+from ._state import Call, MessageRoute, queue_key
 from ._step_base import (
     _NO_RESOURCE,
     _NOT_A_USER,
@@ -56,7 +56,7 @@ class _Outbound(_Presence):
         self.calls = self.calls.set(
             (user, ident), Call(seq, s, self.now + cfg.request_timeout, user)
         )
-        self.queue = self.queue.set(seq, ("call", user, ident))
+        self.queue = self.queue.set(queue_key(seq), ("call", user, ident))
         self.send(
             Stanza("iq", s.type, ident, cfg.proxy_domain, user, s.payload, None, None, s.extra)
         )
@@ -122,7 +122,7 @@ class _Outbound(_Presence):
             self.count("dropped.message_error_unmatched")
             return
         self.routes = self.routes.delete(key)
-        self.queue = self.queue.delete(route.seq)
+        self.queue = self.queue.delete(queue_key(route.seq))
         self.send(
             Stanza(
                 "message",
@@ -156,7 +156,7 @@ class _Outbound(_Presence):
         key = (user, s.id)
         old = self.routes.get(key)
         if old is not None:
-            self.queue = self.queue.delete(old.seq)
+            self.queue = self.queue.delete(queue_key(old.seq))
         elif len(self.routes) >= cfg.max_outstanding:
             self.count("dropped.message_route_full")
             return
@@ -165,4 +165,4 @@ class _Outbound(_Presence):
         self.routes = self.routes.set(
             key, MessageRoute(seq, self.now + cfg.request_timeout, resource)
         )
-        self.queue = self.queue.set(seq, ("msg", user, s.id))
+        self.queue = self.queue.set(queue_key(seq), ("msg", user, s.id))

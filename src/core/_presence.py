@@ -10,7 +10,7 @@ from ._inbound import _Inbound
 from ._jid import resource_of
 from ._outputs import LogLevel
 from ._stanzas import Stanza
-from ._state import MAX_RESOURCES, Subscription, TargetResource
+from ._state import MAX_RESOURCES, Subscription, TargetResource, queue_key
 from ._step_base import _NO_RESOURCE, _RESOURCE_GONE
 
 __all__: list[str] = []
@@ -158,7 +158,7 @@ class _Presence(_Inbound):
             c = self.calls[key]
             self.count("dropped.call_resource_gone")
             self.calls = self.calls.delete(key)
-            self.queue = self.queue.delete(c.seq)
+            self.queue = self.queue.delete(queue_key(c.seq))
         # A resource that has gone will not answer late; a new session with its name must not
         # have its first reply taken for one.
         for key, late in sorted(self.lates.items()):

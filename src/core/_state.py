@@ -30,6 +30,8 @@ __all__ = [
     "Subscription",
     "TargetResource",
     "initial_state",
+    "queue_key",
+    "queue_seq",
 ]
 
 _EMPTY: Map[object, object] = Map()
@@ -45,6 +47,22 @@ RequestKey = tuple[str, str]
 #: the service (:class:`Outstanding`), ``("call", user, proxy_id)`` for an IQ the target started
 #: (:class:`Call`), ``("msg", user, id)`` for a message's way back (:class:`MessageRoute`).
 QueueEntry = tuple[str, str, str]
+
+
+def queue_key(seq: int) -> int:
+    """The key of sequence number ``seq`` in ``ProxyState.queue``: its bits 0-4 moved to 15-19
+    and bits 5-19 to 0-14 (a permutation, so distinct numbers keep distinct keys). The map is a
+    HAMT that picks a branch with the lowest 5 bits of the hash first (an int's hash is the int),
+    so plain numbers would scatter consecutive entries over the whole tree; with this key, 32
+    consecutive numbers share one leaf, and the entries being added and removed stay on one
+    warm path however large the queue grows (set+delete at 100,000 entries: 0.75 us instead of
+    1.15 us, /tmp/mapb5.py)."""
+    return ((seq >> 5) & 0x7FFF) | ((seq & 31) << 15) | (seq >> 20 << 20)
+
+
+def queue_seq(key: int) -> int:
+    """The sequence number whose :func:`queue_key` is ``key``."""
+    return ((key >> 15) & 31) | ((key & 0x7FFF) << 5) | (key >> 20 << 20)
 
 
 class Link(enum.Enum):
@@ -143,9 +161,10 @@ class ProxyState(NamedTuple):
     at the end of ``_stanzas``).
 
     ``requests`` maps (requester, id) to its :class:`Outstanding`. ``queue`` maps each accepted
-    request's sequence number to its key: every request gets the same timeout and time never runs
-    backwards here, so acceptance order is deadline order, and ``queue[head]`` (after skipping
-    numbers already answered) is the next request to expire. ``per_requester`` counts
+    request's sequence number (as :func:`queue_key`; :func:`queue_seq` turns it back) to its
+    key: every request gets the same timeout and time never runs backwards here, so acceptance
+    order is deadline order, and the entry of ``head`` (after skipping numbers already answered)
+    is the next request to expire. ``per_requester`` counts
     outstanding requests per requester for the per-requester limit.
 
     ``lates`` remembers which resource still holds requests that timed out (see

@@ -30,6 +30,8 @@ from ._state import (
     RequestKey,
     Subscription,
     TargetResource,
+    queue_key,
+    queue_seq,
 )
 
 __all__: list[str] = []
@@ -236,7 +238,7 @@ class _Base:
 
     def forget(self, key: RequestKey, o: Outstanding) -> None:
         self.requests = self.requests.delete(key)
-        self.queue = self.queue.delete(o.seq)
+        self.queue = self.queue.delete(queue_key(o.seq))
         requester = key[0]
         left = self.per_requester[requester] - 1
         self.per_requester = (
@@ -256,7 +258,7 @@ class _Base:
 
     def answer_call(self, key: tuple[str, str], c: Call, answer: Stanza) -> None:
         self.calls = self.calls.delete(key)
-        self.queue = self.queue.delete(c.seq)
+        self.queue = self.queue.delete(queue_key(c.seq))
         self.deliver(answer)
 
     # -- time ----------------------------------------------------------------------------------
@@ -265,7 +267,7 @@ class _Base:
         """Answer or drop everything whose deadline is now or past."""
         now = self.now
         while self.head < self.next_seq:
-            entry = self.queue.get(self.head)
+            entry = self.queue.get(queue_key(self.head))
             if entry is None:
                 self.head += 1
                 continue
@@ -329,7 +331,7 @@ class _Base:
         else:
             route = self.routes[key]
             self.routes = self.routes.delete(key)
-            self.queue = self.queue.delete(route.seq)
+            self.queue = self.queue.delete(queue_key(route.seq))
         return True
 
     def expect_late(self, key: RequestKey, resource: str, owed: int) -> None:
@@ -359,7 +361,7 @@ class _Base:
 
     def answer_all(self) -> None:
         """The drain is over: everything still owed an answer gets `service-unavailable`."""
-        for _seq, (kind, jid, ident) in sorted(self.queue.items()):
+        for _seq, (kind, jid, ident) in sorted((queue_seq(k), e) for k, e in self.queue.items()):
             key = (jid, ident)
             if kind == "in":
                 self.count("answered.shutdown")

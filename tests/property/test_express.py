@@ -25,6 +25,7 @@ from client_proxy.core import (
     TimePassed,
     encode_requester,
     initial_state,
+    queue_key,
     step,
 )
 from client_proxy.core._express import express
@@ -367,5 +368,5 @@ def test_near_misses_random_traffic_rarely_reaches():
     state, forwarded = _answer(_ready(config), 1.0, _request("1"))
     call = Stanza("iq", "get", "c", f"{TARGET}/a", f"{PROXY}/alice@example.org/phone", "<c/>")
     state = _run(state, StanzaReceived(2.0, call))
-    assert state.queue[state.head][0] == "in"
+    assert state.queue[queue_key(state.head)][0] == "in"
     assert express(state, 2.5, _result_for(forwarded)) is None

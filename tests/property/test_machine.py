@@ -45,6 +45,8 @@ from client_proxy.core import (
     domain_of,
     encode_requester,
     initial_state,
+    queue_key,
+    queue_seq,
     step,
 )
 from client_proxy.testing import strategies as cps
@@ -910,7 +912,9 @@ class ProxyMachine(RuleBasedStateMachine):
             "msg": {(k, r.seq) for k, r in s.routes.items()},
         }
         queued = {kind: set() for kind in entries}
-        for seq, (kind, jid, ident) in s.queue.items():
+        for key, (kind, jid, ident) in s.queue.items():
+            seq = queue_seq(key)
+            assert queue_key(seq) == key
             queued[kind].add(((jid, ident), seq))
             assert s.head <= seq < s.next_seq
         assert queued == entries
