@@ -23,12 +23,13 @@ not spelled out here.
 from __future__ import annotations
 
 from ._jat import translation_problem
+from ._jid import of_account
 from ._outputs import SendStanza, Transition
-from ._policy import listed, rate_check
+from ._policy import charge, listed
 from ._routing import next_random
 from ._stanzas import Stanza
 from ._state import Link, Outstanding, ProxyState, Subscription, queue_key
-from ._step_base import _REQUEST_TYPES, _build, next_deadline
+from ._step_base import _REQUEST_TYPES, _build, all_ready, next_deadline
 
 __all__: list[str] = []
 
@@ -153,9 +154,7 @@ def express(state: ProxyState, now: float, s: Stanza) -> Transition | None:
         ):
             return None
         target = config.target
-        if requester.startswith(target) and (
-            len(requester) == len(target) or requester[len(target)] == "/"
-        ):
+        if of_account(requester, target):
             return None  # from the target: a call, not a request
         key = (requester, ident)
         if key in requests or (lates and key in lates):
@@ -167,16 +166,13 @@ def express(state: ProxyState, now: float, s: Stanza) -> Transition | None:
         mine = per_requester.get(requester, 0)
         if mine >= config.max_per_requester:
             return None
-        for r in resources:
-            if not r.eligible or r.cooling_until > now:
-                return None
+        if not all_ready(resources, now):
+            return None
         if config.rate_limit > 0:
-            tat = rate_check(rates.get(requester), now, config.rate_limit, config.rate_burst)
-            if tat is None:
+            charged = charge(config, rates, sweep_at, requester, now)
+            if charged is None:
                 return None
-            rates = rates.set(requester, tat)
-            if sweep_at == _INF:
-                sweep_at = now + max(1.0, config.rate_burst / config.rate_limit)
+            rates, sweep_at = charged
         if translation_problem(requester) is not None:
             return None
         routing = config.routing

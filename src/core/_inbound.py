@@ -19,6 +19,7 @@ from ._step_base import (
     _Base,
     _build,
     _rendezvous,
+    all_ready,
 )
 
 __all__: list[str] = []
@@ -84,10 +85,7 @@ class _Inbound(_Base):
         one is cooling down, all of them rather than none."""
         resources = self.resources
         now = self.now
-        for r in resources:
-            if not r.eligible or r.cooling_until > now:
-                break
-        else:
+        if all_ready(resources, now):
             return resources  # the usual case, without building a tuple
         ready = tuple(r for r in resources if r.eligible and r.cooling_until <= now)
         return ready or tuple(r for r in resources if r.eligible)

@@ -7,7 +7,7 @@ configured ones. Here we only cut strings at the separators, which is what routi
 
 from __future__ import annotations
 
-__all__ = ["MAX_PART_BYTES", "bare", "domain_of", "resource_of"]
+__all__ = ["MAX_PART_BYTES", "bare", "domain_of", "of_account", "resource_of"]
 
 #: RFC 7622 §3.2-3.4: each of localpart, domainpart and resourcepart is at most 1023 octets.
 MAX_PART_BYTES = 1023
@@ -30,3 +30,9 @@ def domain_of(jid: str) -> str:
     b = bare(jid)
     at = b.find("@")
     return b if at < 0 else b[at + 1 :]
+
+
+def of_account(jid: str, account: str) -> bool:
+    """True if ``jid`` is the bare JID ``account`` or one of its full JIDs; the same as
+    ``bare(jid) == account`` without building the bare JID (this runs for every stanza)."""
+    return jid.startswith(account) and (len(jid) == len(account) or jid[len(account)] == "/")

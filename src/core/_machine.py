@@ -82,7 +82,7 @@ from ._events import (
     TimePassed,
 )
 from ._express import express
-from ._jid import domain_of, resource_of
+from ._jid import domain_of, of_account, resource_of
 from ._outbound import _Outbound
 from ._outputs import Stopped, Transition
 from ._stanzas import Stanza
@@ -165,10 +165,7 @@ class _Step(_Outbound):
             self.count("dropped.not_for_us")
             return
         target = cfg.target
-        # bare(sender) == target, without building the bare JID: this runs for every stanza.
-        from_target = sender.startswith(target) and (
-            len(sender) == len(target) or sender[len(target)] == "/"
-        )
+        from_target = of_account(sender, target)
         if s.kind == "iq":
             if (s.type not in _REQUEST_TYPES and s.type not in _REPLY_TYPES) or s.id is None:
                 # RFC 6120 §8.2.3: type and id are required; without an id no answer can match.

@@ -10,9 +10,12 @@ entries can be swept away once stale: the state holds only requesters active in 
 
 from __future__ import annotations
 
+from immutables import Map
+
+from ._config import ProxyConfig
 from ._jid import bare, domain_of, resource_of
 
-__all__ = ["listed", "rate_check"]
+__all__ = ["charge", "listed", "rate_check", "sweep_period"]
 
 
 def listed(requester: str, entries: tuple[str, ...]) -> bool:
@@ -43,3 +46,24 @@ def rate_check(tat: float | None, now: float, rate: float, burst: int) -> float 
     if start - now > (burst - 1) * interval + 1e-9 * max(1.0, abs(now)):
         return None
     return start + interval
+
+
+def sweep_period(rate: float, burst: int) -> float:
+    """How often stale entries are swept: once a bucket can have filled up again, at least 1 s."""
+    return max(1.0, burst / rate)
+
+
+def charge(
+    config: ProxyConfig, rates: Map[str, float], sweep_at: float, requester: str, now: float
+) -> tuple[Map[str, float], float] | None:
+    """A request from ``requester`` at ``now`` against the rate limit (``config.rate_limit`` >
+    0), given the TATs and the next sweep time: their new values if it is within its rate,
+    else None (refuse it)."""
+    rate = config.rate_limit
+    burst = config.rate_burst
+    tat = rate_check(rates.get(requester), now, rate, burst)
+    if tat is None:
+        return None
+    if sweep_at == float("inf"):
+        sweep_at = now + sweep_period(rate, burst)
+    return rates.set(requester, tat), sweep_at

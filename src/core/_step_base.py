@@ -16,7 +16,7 @@ from immutables import Map
 
 from ._config import ProxyConfig
 from ._outputs import CountMetric, LogLevel, LogRecord, Output, SendStanza
-from ._policy import listed, rate_check
+from ._policy import charge, listed, sweep_period
 from ._routing import rendezvous_score
 from ._stanzas import Stanza, StanzaError
 from ._state import (
@@ -100,6 +100,15 @@ def next_deadline(
     if sweep_at < float("inf") and (deadline is None or sweep_at < deadline):
         deadline = sweep_at
     return deadline
+
+
+def all_ready(resources: tuple[TargetResource, ...], now: float) -> bool:
+    """True if every resource may take a request at ``now``: eligible and not cooling down (the
+    usual case, in which the candidates are the resources themselves)."""
+    for r in resources:  # noqa: SIM110  (all() over a generator is slower, on the hot path)
+        if not r.eligible or r.cooling_until > now:
+            return False
+    return True
 
 
 def _rendezvous(candidates: tuple[TargetResource, ...], key: str) -> TargetResource:
@@ -372,8 +381,7 @@ class _Base:
                 self.answer_call(key, c, _error_reply(c.request, _SHUTTING_DOWN))
 
     def sweep_period(self) -> float:
-        cfg = self.config
-        return max(1.0, cfg.rate_burst / cfg.rate_limit)
+        return sweep_period(self.config.rate_limit, self.config.rate_burst)
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -451,11 +459,9 @@ class _Base:
             self.refuse(s, _SHUTTING_DOWN, "refused.shutting_down")
             return False
         if cfg.rate_limit > 0:
-            tat = rate_check(self.rates.get(requester), self.now, cfg.rate_limit, cfg.rate_burst)
-            if tat is None:
+            charged = charge(cfg, self.rates, self.sweep_at, requester, self.now)
+            if charged is None:
                 self.refuse(s, _TOO_FAST, "refused.rate_limit")
                 return False
-            self.rates = self.rates.set(requester, tat)
-            if self.sweep_at == float("inf"):
-                self.sweep_at = self.now + self.sweep_period()
+            self.rates, self.sweep_at = charged
         return True
