@@ -11,9 +11,8 @@ For 10, 1,000 and 100,000 requests already outstanding, it measures:
   built, divided by its size. Each request has its own id, requester string and stanza, as on
   the wire.
 
-The requests and replies measured are the ordinary ones, which take the core's express lane
-(``client_proxy.core._express``, proven to give the general machine's transitions); refusals,
-errors, presence and the rest go through the general machine and are not measured here.
+The requests and replies measured are the ordinary ones (the core has one path for every
+stanza; refusals, errors, presence and the rest are not measured here).
 
 Each timed round starts from a private copy of the backlog state. A running proxy keeps only its
 latest state, so the map nodes a step replaces are freed at once. Were the benchmark to keep its
@@ -21,8 +20,8 @@ starting state alive across rounds, every node a step copies would outlive the s
 Python's cyclic garbage collector would keep walking them: at 100,000 outstanding that artefact
 alone costs about 15% (measured with this script before the copy was made).
 
-Targets (issue 2): at least 100,000 req/s at 10 outstanding, at most 1.5x slower at 100,000,
-under 1 KiB per outstanding request.
+Targets: at least 100,000 req/s at 10 outstanding, at most 1.5x slower at 100,000, under 1 KiB
+per outstanding request.
 """
 
 from __future__ import annotations

@@ -37,11 +37,9 @@ from ._events import (
     TimePassed,
 )
 from ._jat import decode_requester, encode_requester, translation_problem
-from ._jid import MAX_PART_BYTES, bare, domain_of, resource_of
+from ._jid import MAX_PART_BYTES
 from ._machine import step
 from ._outputs import CountMetric, LogLevel, LogRecord, Output, SendStanza, Stopped, Transition
-from ._policy import listed, rate_check
-from ._routing import next_random, pick, rendezvous_score
 from ._stanzas import (
     ERROR_CONDITIONS,
     ERROR_TYPES,
@@ -51,48 +49,32 @@ from ._stanzas import (
     StanzaError,
     StanzaKind,
 )
-from ._state import (
-    MAX_RESOURCES,
-    Call,
-    LateReply,
-    Link,
-    MessageRoute,
-    Outstanding,
-    ProxyState,
-    QueueEntry,
-    RequestKey,
-    Subscription,
-    TargetResource,
-    initial_state,
-    queue_key,
-    queue_seq,
-)
+from ._state import Link, ProxyState, Session, Subscription, initial_state
 
+# What an embedder needs (docs/embedding.md uses all of it and nothing else): the step, its
+# events and outputs, the stanza value, the config, the state as a value to keep and to read
+# (its session says whether the link is up and which resources are online), and JAT for
+# implementing clients and tests. The rest (the records inside the state, routing, policy) is
+# the machine's own and may change with it.
 __all__ = [
     "ERROR_CONDITIONS",
     "ERROR_TYPES",
     "IQ_TYPES",
     "MAX_PART_BYTES",
-    "MAX_RESOURCES",
     "PRESENCE_TYPES",
     "ROUTING_STRATEGIES",
-    "Call",
     "ConnectionLost",
     "ConnectionUp",
     "CountMetric",
     "Event",
-    "LateReply",
     "Link",
     "LogLevel",
     "LogRecord",
-    "MessageRoute",
     "Output",
-    "Outstanding",
     "ProxyConfig",
     "ProxyState",
-    "QueueEntry",
-    "RequestKey",
     "SendStanza",
+    "Session",
     "Stanza",
     "StanzaError",
     "StanzaKind",
@@ -100,22 +82,11 @@ __all__ = [
     "StopRequested",
     "Stopped",
     "Subscription",
-    "TargetResource",
     "TimePassed",
     "Transition",
-    "bare",
     "decode_requester",
-    "domain_of",
     "encode_requester",
     "initial_state",
-    "listed",
-    "next_random",
-    "pick",
-    "queue_key",
-    "queue_seq",
-    "rate_check",
-    "rendezvous_score",
-    "resource_of",
     "step",
     "translation_problem",
 ]

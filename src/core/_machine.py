@@ -1,58 +1,80 @@
-"""The state machine: ``step(state, event) -> Transition``. All of the proxy's decisions live here.
+"""The state machine: ``step(state, event) -> Transition``. All of the proxy's decisions live here
+and in the modules this one names.
 
 Theory of operation
 ===================
 
-The life of one request. The component comes up (:class:`ConnectionUp`): the proxy sends
-`subscribe` to the target's bare JID and waits. When the target's server answers `subscribed`,
-the proxy sends one `probe`, and the presence of each online resource of the target arrives.
+Each paragraph names, in brackets, the functions that carry it out; each idea lives in one
+module, and a step visits each at most once.
 
-A user sends ``<iq type='get' id='1234' to='proxy.example.org' from='user@example.org/abc'>``.
-The proxy checks that it can carry the user's address in a resourcepart, that no request with
-that id from that user is still outstanding, and that the limits allow one more. It picks an
-online resource (seeded pseudo-random choice) and sends the same stanza, same id and payload, to
-``svc@example.org/a`` from ``proxy.example.org/user@example.org/abc``. The request is now
-*outstanding*, with a deadline ``request_timeout`` seconds away.
+**A step** [:func:`step`]. The state is opened into a working copy (``_state.Step``), anything
+whose deadline has passed is dealt with first (``_deadlines.expire``), the event is applied, and
+the copy is frozen into the next state with the time of the next deadline
+(``_deadlines.next_deadline``, ``Step.close``). Every stanza goes through :func:`_received`,
+which looks at its kind, type, sender and addressee and hands it to the one function that deals
+with it.
 
-The resource answers ``<iq type='result' id='1234' to='proxy.example.org/user@example.org/abc'
-from='svc@example.org/a'>``. The proxy finds the outstanding request by (requester, id), checks
-that the reply comes from the very resource that has it, and sends the reply to
-``user@example.org/abc`` from exactly the address the user wrote to, ``proxy.example.org``. The
-request is answered and forgotten; a second reply finds nothing and is dropped and counted.
+**The connection** [``_link.connected``]. The component comes up (:class:`ConnectionUp`): the
+proxy sends `subscribe` to the target's bare JID and waits. When the target's server answers
+`subscribed`, the proxy sends one `probe` [``_presence.target_presence``], and the presence of
+each online resource of the target arrives [``_presence._available``].
+
+**A request** [``_requests.accept``]. A user sends ``<iq type='get' id='1234'
+to='proxy.example.org' from='user@example.org/abc'>``. It must pass admission: the allow and
+deny lists, not shutting down, its rate [``_policy.admit``]; an address that fits in a
+resourcepart [``_jat.translation_problem``]; no request with that id from that user still
+outstanding; the caps on requests outstanding [``_policy.within_caps``]. An online resource is
+picked among those eligible [``_routing.candidates``, ``_routing.choose``], the request takes the
+next place in the deadline queue [``_queue.enqueue``], ``request_timeout`` seconds away, and the
+same stanza, same id and payload, goes to ``svc@example.org/a`` from
+``proxy.example.org/user@example.org/abc`` [``_requests.forward``]. It is now *outstanding*.
+
+**Its reply** [``_requests.reply``]. The resource answers ``<iq type='result' id='1234'
+to='proxy.example.org/user@example.org/abc' from='svc@example.org/a'>``. The proxy finds the
+outstanding request by (requester, id), checks that the reply comes from the very resource that
+has it, and sends the reply to ``user@example.org/abc`` from exactly the address the user wrote
+to, ``proxy.example.org`` [``_requests.answer``, ``_link.deliver``]. The request is answered and
+forgotten [``_queue.dequeue``]; a second reply finds nothing and is dropped and counted.
 
 What else can happen to it, each ending in exactly one answer:
 
 - the deadline passes first: the user gets `remote-server-timeout` (wait), and a late reply is
-  dropped;
+  dropped [``_deadlines.expire``, ``_requests.time_out``];
 - its resource goes unavailable: a `get` (by default; see :class:`ProxyConfig`) is sent again to
   another online resource, keeping its deadline; otherwise the user gets
-  `recipient-unavailable` (wait). The server's bounce from the departed resource then matches
-  nothing and is dropped;
+  `recipient-unavailable` (wait) [``_requests.reroute``]. The server's bounce from the departed
+  resource then matches nothing and is dropped;
 - the server bounces it (`service-unavailable` from the resource, which has gone without the
-  proxy seeing its presence yet): retried like the above on a resource not yet tried, else relayed;
+  proxy seeing its presence yet): retried like the above on a resource not yet tried, else
+  relayed [``_requests.reply``, ``_routing.track_failures``];
 - the component stream is lost: the request stays outstanding (its resource may still answer
-  after the reconnect); answers due while the link is down are held and sent when it is back;
+  after the reconnect); answers due while the link is down are held and sent when it is back
+  [``_link.disconnected``, ``_link.deliver``, ``_link.connected``];
 - the proxy is stopped (:class:`StopRequested`): replies are still relayed during the drain,
-  then what is left gets `service-unavailable` (wait), and :class:`Stopped` is emitted.
+  then what is left gets `service-unavailable` (wait), and :class:`Stopped` is emitted
+  [``_link.stop``, ``_deadlines.expire``, ``_requests.shut_down``, :func:`_finish`].
 
-Which resource: the configured strategy (``routing``: random, round-robin, least-outstanding,
-priority, sticky) picks among the *eligible* online resources: those whose name matches
-``resource_pattern`` and that are not cooling down after ``failure_threshold``
+**Which resource** [``_routing``]. The configured strategy (``routing``: random, round-robin,
+least-outstanding, priority, sticky) picks among the *eligible* online resources: those whose
+name matches ``resource_pattern`` and that are not cooling down after ``failure_threshold``
 `feature-not-implemented`/`service-unavailable` answers in a row (if every one is cooling down,
-they are used all the same). Before any of this, a requester must pass the allow/deny lists
-(else `forbidden`) and its rate limit (else `policy-violation`).
+they are used all the same).
 
-The other direction. A target resource may start an IQ towards a user by addressing
-``proxy.example.org/<user's full JID>``: the user gets it from ``proxy.example.org`` with an id
-the proxy makes up (so two resources using the same id cannot be confused), and its answer goes
-back to that resource, from the translated address, with the resource's own id: a *call*, with
-the same deadline rules. Messages travel both ways the same way (a user's messages go to the
+**The other direction** [``_calls``, ``_messages``]. A target resource may start an IQ towards a
+user by addressing ``proxy.example.org/<user's full JID>``: the user gets it from
+``proxy.example.org`` with an id the proxy makes up (so two resources using the same id cannot
+be confused), and its answer goes back to that resource, from the translated address, with the
+resource's own id: a *call*, with the same deadline rules [``_calls.call``,
+``_calls.call_answered``]. Messages travel both ways the same way (a user's messages go to the
 same resource while it is online: rendezvous hashing on the user's bare JID), and an error the
-user's side bounces for a message from the target is routed back to the resource that sent it.
+user's side bounces for a message from the target is routed back to the resource that sent it
+[``_messages``].
 
-A request that finds no resource online gets `service-unavailable` (cancel), as with
-mod_client_proxy; except in the first ``sync_grace`` seconds after a (re)connect, when the
-resync has not reported the resources yet: then it is *parked* and sent as soon as one appears.
+**No resource** [``_requests.accept``, ``_presence``]. A request that finds no resource online
+gets `service-unavailable` (cancel), as with mod_client_proxy; except in the first
+``sync_grace`` seconds after a (re)connect, when the resync has not reported the resources yet:
+then it is *parked* and sent as soon as one appears, or refused when the grace ends
+[``_requests.refuse_parked``].
 
 Server facts this relies on (measured on Prosody 0.12.3 and ejabberd 23.01; DESIGN.md, "Server
 facts measured here"):
@@ -68,11 +90,15 @@ facts measured here"):
   same id, on both servers.
 
 Totality: nothing the network sends makes ``step`` raise. A stanza the proxy cannot act on is
-answered with an error where RFC 6120 §8.3 allows one, or dropped with a :class:`CountMetric`.
+answered with an error where RFC 6120 §8.3 allows one [``_errors.refuse``], or dropped with a
+:class:`CountMetric`.
 """
 
 from __future__ import annotations
 
+from ._calls import call, call_answered
+from ._deadlines import expire, next_deadline
+from ._errors import BAD_REQUEST, refuse
 from ._events import (
     ConnectionLost,
     ConnectionUp,
@@ -81,17 +107,18 @@ from ._events import (
     StopRequested,
     TimePassed,
 )
-from ._express import express
 from ._jid import domain_of, of_account, resource_of
-from ._outbound import _Outbound
+from ._link import connected, disconnected, stop
+from ._messages import message_from_target, message_to_target
 from ._outputs import Stopped, Transition
+from ._presence import target_presence
+from ._requests import accept, reply
 from ._stanzas import Stanza
-from ._state import ProxyState, Subscription, queue_key
-from ._step_base import _BAD_REQUEST, _REPLY_TYPES, _REQUEST_TYPES, _build, next_deadline
+from ._state import ProxyState, Step, build
 
 __all__ = ["step"]
 
-_EVENTS = (StanzaReceived, TimePassed, ConnectionUp, ConnectionLost, StopRequested)
+_INF = float("inf")
 
 
 def step(state: ProxyState, event: Event) -> Transition:
@@ -101,161 +128,112 @@ def step(state: ProxyState, event: Event) -> Transition:
     Pure and total: the same state and event always give the same transition, and no event the
     network can produce raises. Only a caller's misuse (an event that is not one of
     :data:`Event`) raises TypeError.
-
-    An ordinary request and its result take a shortcut (``_express``) that gives exactly the
-    transition the whole machine would; everything else goes through the whole machine.
     """
-    if type(event) is StanzaReceived:
-        fast = express(state, event.now, event.stanza)
-        if fast is not None:
-            return fast
-    return _general(state, event)
-
-
-def _general(state: ProxyState, event: Event) -> Transition:
-    """:func:`step` for every event: the whole machine (``_express`` is a shortcut through it
-    for the two commonest stanzas, proven to agree with it)."""
-    if not isinstance(event, _EVENTS):
-        raise TypeError(f"not a client-proxy event: {event!r}")
-    run = _Step(state, event.now)
-    if isinstance(event, ConnectionLost):
+    kind = type(event)
+    if kind is StanzaReceived:
+        w = Step(state, event.now)
+        # Deadlines first: a reply that arrives after its request's deadline finds it answered.
+        if w.now >= state.due:
+            expire(w)
+        _received(w, event.stanza)  # type: ignore[union-attr]
+    elif kind is TimePassed:
+        w = Step(state, event.now)
+        if w.now >= state.due:
+            expire(w)
+    elif kind is ConnectionUp:
+        w = Step(state, event.now)
+        if w.now >= state.due:
+            expire(w)
+        connected(w)
+    elif kind is ConnectionLost:
+        w = Step(state, event.now)
         # The link goes first: an answer falling due in this very step cannot be sent on a
         # stream that is gone, so it must be held (found by the whole-system properties, with a
         # timer firing late, as the embedding contract allows).
-        run.disconnected()
-    # Deadlines first: a reply that arrives after its request's deadline finds it answered.
-    if run.now >= state.due:
-        run.expire()
-    if isinstance(event, StanzaReceived):
-        run.received(event.stanza)
-    elif isinstance(event, TimePassed):
-        pass
-    elif isinstance(event, ConnectionUp):
-        run.connected()
-    elif isinstance(event, ConnectionLost):
-        pass
-    elif isinstance(event, StopRequested):
-        run.stop(event.drain)
+        disconnected(w)
+        if w.now >= state.due:
+            expire(w)
+    elif kind is StopRequested:
+        w = Step(state, event.now)
+        if w.now >= state.due:
+            expire(w)
+        stop(w, event.drain)  # type: ignore[union-attr]
         # A stop with no drain is due at once. No other event brings a deadline to `now`:
         # new entries are due `request_timeout` later, and parking only happens before
         # sync_until.
-        run.expire()
-    if run.now + run.config.request_timeout <= run.now:
+        expire(w)
+    else:
+        raise TypeError(f"not a client-proxy event: {event!r}")
+    if w.now + w.config.request_timeout <= w.now:
         # A clock so large (or infinite) that adding the timeout changes nothing: what was
         # accepted in this step is due already, and is answered now rather than kept past it.
-        run.expire()
-    return run.finish()
+        expire(w)
+    return _finish(w)
 
 
-class _Step(_Outbound):
-    """The whole machine: the layers (``_step_base`` < ``_inbound`` < ``_presence`` <
-    ``_outbound``), the dispatch of a received stanza, and the next state."""
-
-    __slots__ = ()
-
-    def received(self, s: Stanza) -> None:
-        cfg = self.config
-        sender = s.from_
-        to = s.to
-        if not sender or not to:
-            self.count("dropped.malformed")
-            return
-        proxy = cfg.proxy_domain
-        if to != proxy and not to.startswith(proxy + "/") and domain_of(to) != proxy:
-            self.count("dropped.not_for_us")
-            return
-        target = cfg.target
-        from_target = of_account(sender, target)
-        if s.kind == "iq":
-            if (s.type not in _REQUEST_TYPES and s.type not in _REPLY_TYPES) or s.id is None:
-                # RFC 6120 §8.2.3: type and id are required; without an id no answer can match.
-                self.count("dropped.malformed")
-            elif not from_target:
-                if s.type in _REQUEST_TYPES:
-                    self.request(s, sender)
-                else:
-                    self.call_answered(s, sender)
-            elif s.type in _REPLY_TYPES:
-                self.reply(s, sender)
+def _received(w: Step, s: Stanza) -> None:
+    """Hand a stanza to the one function that deals with it, by kind, type, sender and
+    addressee (RFC 6120 §8.2.3: an IQ without an id or a known type cannot be answered)."""
+    cfg = w.config
+    sender = s.from_
+    to = s.to
+    if not sender or not to:
+        w.count("dropped.malformed")
+        return
+    proxy = cfg.proxy_domain
+    if to != proxy and not to.startswith(proxy + "/") and domain_of(to) != proxy:
+        w.count("dropped.not_for_us")
+        return
+    from_target = of_account(sender, cfg.target)
+    kind = s.kind
+    if kind == "iq":
+        iq_type = s.type
+        if s.id is None:
+            w.count("dropped.malformed")
+        elif iq_type in ("get", "set"):
+            if not from_target:
+                accept(w, s, sender)
             elif resource_of(to) is None:
-                self.refuse(s, _BAD_REQUEST, "refused.target_to_bare")
+                refuse(w, s, BAD_REQUEST, "refused.target_to_bare")
             else:
-                self.call(s)
-        elif s.kind == "presence":
-            if from_target and to == cfg.proxy_domain:
-                self.target_presence(s, sender)
-            elif from_target:
-                self.count("ignored.presence_to_resource")
+                call(w, s)
+        elif iq_type in ("result", "error"):
+            if from_target:
+                reply(w, s, sender)
             else:
-                self.refuse(s, _BAD_REQUEST, "refused.presence")
-        elif s.kind == "message":
-            if from_target and resource_of(to) is None:
-                self.refuse(s, _BAD_REQUEST, "refused.message")
-            elif from_target:
-                self.message_from_target(s, sender)
-            else:
-                self.message_to_target(s, sender)
+                call_answered(w, s, sender)
         else:
-            self.count("dropped.malformed")
+            w.count("dropped.malformed")
+    elif kind == "presence":
+        if from_target and to == proxy:
+            target_presence(w, s, sender)
+        elif from_target:
+            w.count("ignored.presence_to_resource")
+        else:
+            refuse(w, s, BAD_REQUEST, "refused.presence")
+    elif kind == "message":
+        if from_target and resource_of(to) is None:
+            refuse(w, s, BAD_REQUEST, "refused.message")
+        elif from_target:
+            message_from_target(w, s, sender)
+        else:
+            message_to_target(w, s, sender)
+    else:
+        w.count("dropped.malformed")
 
-    def finish(self) -> Transition:
-        if self.stop_at is not None and not self.stopped and not self.requests and not self.calls:
-            self.stopped = True
-            self.out.append(Stopped())
-            if self.held:
-                self.log(
-                    "warning",
-                    "stop.undelivered",
-                    f"stopped while offline: {len(self.held)} answer(s) could not be sent",
-                )
-        head = self.head
-        queue = self.queue
-        while head < self.next_seq and queue_key(head) not in queue:
-            head += 1
-        self.head = head
-        first: float | None = None
-        if head < self.next_seq:
-            kind, jid, ident = entry = queue[queue_key(head)]
-            # The usual head is a request; due() knows the other kinds.
-            first = self.requests[(jid, ident)].deadline if kind == "in" else self.due(entry)
-        deadline = next_deadline(
-            first,
-            bool(self.parked) or self.subscription is Subscription.REQUESTED,
-            self.sync_until,
-            None if self.stopped else self.stop_at,
-            self.sweep_at,
-        )
-        # The same 24 names as _Base.__init__ unpacks, in ProxyState's order. Written out on
-        # purpose: operator.attrgetter over ProxyState._fields costs 6% more per request
-        # (callgrind), and any slip in the order fails every test.
-        state = _build(
-            ProxyState,
-            (
-                self.config,
-                self.rng,
-                self.now,
-                self.link,
-                self.subscription,
-                self.resources,
-                self.requests,
-                self.queue,
-                self.head,
-                self.next_seq,
-                self.per_requester,
-                self.parked,
-                self.sync_until,
-                self.synced,
-                self.held,
-                self.stop_at,
-                self.stopped,
-                self.calls,
-                self.routes,
-                self.lates,
-                self.load,
-                self.turn,
-                self.rates,
-                self.sweep_at,
-                float("inf") if deadline is None else deadline,
-            ),
-        )
-        return _build(Transition, (state, tuple(self.out), deadline))
+
+def _finish(w: Step) -> Transition:
+    """Emit :class:`Stopped` once a stop has nothing left to answer, and freeze the step."""
+    session = w.session
+    if session.stop_at is not None and not session.stopped and not w.requests and not w.calls:
+        w.session = session._replace(stopped=True)
+        w.out.append(Stopped())
+        if session.held:
+            w.log(
+                "warning",
+                "stop.undelivered",
+                f"stopped while offline: {len(session.held)} answer(s) could not be sent",
+            )
+    deadline = next_deadline(w)
+    w.due = _INF if deadline is None else deadline
+    return build(Transition, (w.close(), tuple(w.out), deadline))

@@ -1,4 +1,5 @@
-"""Who may use the service, and how fast: allow/deny lists and a per-requester rate limit.
+"""Admission: who may use the service, how fast, and how much at once (allow/deny lists, a
+per-requester rate limit, the caps on requests outstanding).
 
 The rate limit is GCRA (the generic cell rate algorithm, ITU-T I.371), the token bucket written
 with one number per requester: its *theoretical arrival time* (TAT). A request at ``now`` is
@@ -13,9 +14,12 @@ from __future__ import annotations
 from immutables import Map
 
 from ._config import ProxyConfig
+from ._errors import FORBIDDEN, SHUTTING_DOWN, TOO_FAST, TOO_MANY, TOO_MANY_FROM_YOU, refuse
 from ._jid import bare, domain_of, resource_of
+from ._stanzas import Stanza
+from ._state import Step
 
-__all__ = ["charge", "listed", "rate_check", "sweep_period"]
+__all__ = ["admit", "charge", "listed", "rate_check", "sweep", "sweep_period", "within_caps"]
 
 
 def listed(requester: str, entries: tuple[str, ...]) -> bool:
@@ -67,3 +71,49 @@ def charge(
     if sweep_at == float("inf"):
         sweep_at = now + sweep_period(rate, burst)
     return rates.set(requester, tat), sweep_at
+
+
+def admit(w: Step, s: Stanza, requester: str) -> bool:
+    """The checks every request and message from a user passes first, in this order: the allow
+    and deny lists (`forbidden`), shutting down (`service-unavailable`), the requester's rate
+    (`policy-violation`). Refuses ``s`` and returns False if one fails."""
+    cfg = w.config
+    if (cfg.deny and listed(requester, cfg.deny)) or (
+        cfg.allow and not listed(requester, cfg.allow)
+    ):
+        refuse(w, s, FORBIDDEN, "refused.forbidden")
+        return False
+    if w.session.stop_at is not None:
+        refuse(w, s, SHUTTING_DOWN, "refused.shutting_down")
+        return False
+    if cfg.rate_limit > 0:
+        charged = charge(cfg, w.rates, w.sweep_at, requester, w.now)
+        if charged is None:
+            refuse(w, s, TOO_FAST, "refused.rate_limit")
+            return False
+        w.rates, w.sweep_at = charged
+    return True
+
+
+def within_caps(w: Step, s: Stanza, requester: str) -> int | None:
+    """The caps on requests outstanding (``max_outstanding`` over all, ``max_per_requester`` per
+    full JID; `resource-constraint`, wait): the requester's count so far if one more fits, else
+    None (``s`` has been refused)."""
+    cfg = w.config
+    if len(w.requests) >= cfg.max_outstanding:
+        refuse(w, s, TOO_MANY, "refused.limit_total")
+        return None
+    mine = w.per_requester.get(requester, 0)
+    if mine >= cfg.max_per_requester:
+        refuse(w, s, TOO_MANY_FROM_YOU, "refused.limit_requester")
+        return None
+    return mine
+
+
+def sweep(w: Step) -> None:
+    """Forget the requesters whose bucket is full again (they need no entry), at ``sweep_at``."""
+    now = w.now
+    w.rates = Map({k: tat for k, tat in w.rates.items() if tat > now})
+    w.sweep_at = (
+        now + sweep_period(w.config.rate_limit, w.config.rate_burst) if w.rates else float("inf")
+    )

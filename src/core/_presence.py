@@ -1,169 +1,147 @@
 """The target's presence: the subscription's life cycle, which resources are online, and what
-happens to the requests a resource held when it goes (see ``_machine`` for the server facts this
-relies on)."""
+happens to the requests a resource held when it goes (``_machine`` lists the server facts this
+relies on).
+
+RFC 6121 §4.7.1: available presence (no type) adds a resource, `unavailable` removes it (a bare
+`unavailable`, §4.3.2, says that none is online), and presence of type `error` clears them all.
+"""
 
 from __future__ import annotations
 
 import re
 
-from ._inbound import _Inbound
+from ._calls import drop_calls_from
 from ._jid import resource_of
 from ._outputs import LogLevel
+from ._requests import redispatch, refuse_parked, reroute
+from ._routing import candidates
 from ._stanzas import Stanza
-from ._state import MAX_RESOURCES, Subscription, TargetResource, queue_key
-from ._step_base import _NO_RESOURCE, _RESOURCE_GONE
+from ._state import MAX_RESOURCES, Step, Subscription, TargetResource
 
-__all__: list[str] = []
+__all__ = ["target_presence"]
 
 
-class _Presence(_Inbound):
-    __slots__ = ()
+def target_presence(w: Step, s: Stanza, sender: str) -> None:
+    """Presence from the target (its bare JID or one of its resources) to the proxy's domain."""
+    cfg = w.config
+    resource = resource_of(sender)
+    kind = s.type
+    if kind is None:
+        if not resource:
+            w.count("ignored.presence_bare")
+            return
+        _available(w, resource, _priority(s.priority))
+        w.session = w.session._replace(synced=True)
+    elif kind == "unavailable":
+        if resource:
+            _unavailable(w, resource)
+        else:
+            _all_left(w, "target.offline", f"{cfg.target} has no resource online")
+            _end_sync(w)
+    elif kind == "error":
+        _all_left(
+            w,
+            "target.presence_error",
+            f"presence error from {cfg.target}: treating every resource as offline",
+            level="warning",
+        )
+        _end_sync(w)
+    elif kind == "subscribed":
+        if w.session.subscription is Subscription.APPROVED:
+            w.count("ignored.subscribed_again")
+            return
+        w.session = w.session._replace(subscription=Subscription.APPROVED)
+        # Only now: a probe while the subscription is pending makes Prosody drop it.
+        w.send(Stanza("presence", type="probe", from_=cfg.proxy_domain, to=cfg.target))
+        w.log(
+            "info",
+            "subscription.approved",
+            f"{cfg.target} approved the subscription; probing its resources",
+        )
+    elif kind in ("unsubscribed", "unsubscribe"):
+        w.session = w.session._replace(subscription=Subscription.NONE)
+        _all_left(
+            w,
+            "subscription.revoked",
+            f"{cfg.target} sent {kind}: the proxy no longer sees its presence and cannot "
+            f"route requests; approve the subscription from {cfg.proxy_domain} on the "
+            "target account, then restart or reconnect client-proxy",
+            level="error",
+        )
+        _end_sync(w)
+    else:
+        w.count("ignored.presence_from_target")
 
-    def target_presence(self, s: Stanza, sender: str) -> None:
-        cfg = self.config
-        resource = resource_of(sender)
-        kind = s.type
-        if kind is None:
-            if not resource:
-                self.count("ignored.presence_bare")
-                return
-            self.resource_available(resource, _priority(s.priority))
-            self.synced = True
-        elif kind == "unavailable":
-            if resource:
-                self.resource_left(resource)
-            else:
-                # RFC 6121 §4.3.2: a bare unavailable means no resource is available.
-                self.all_left("target.offline", f"{cfg.target} has no resource online")
-                self.end_sync()
-        elif kind == "error":
-            self.all_left(
-                "target.presence_error",
-                f"presence error from {cfg.target}: treating every resource as offline",
-                level="warning",
+
+def _end_sync(w: Step) -> None:
+    """The target's presence has told where it stands since the (re)connect: requests that find
+    no resource from now on are refused at once, and so are those parked."""
+    w.session = w.session._replace(synced=True)
+    if w.session.parked:
+        refuse_parked(w)
+
+
+def _available(w: Step, name: str, priority: int) -> None:
+    cfg = w.config
+    resources = w.session.resources
+    for i, r in enumerate(resources):
+        if r.name == name:
+            # New presence is a fresh session: back in rotation, failures forgotten.
+            if r.cooling_until > w.now:
+                w.log("info", "resource.back", f"{cfg.target}/{name} is back in rotation")
+            fresh = TargetResource(name, priority, r.eligible)
+            if fresh != r:
+                resources = (*resources[:i], fresh, *resources[i + 1 :])
+                w.session = w.session._replace(resources=resources)
+            break
+    else:
+        if len(resources) >= MAX_RESOURCES:
+            w.count("ignored.too_many_resources")
+            w.log(
+                "warning",
+                "resource.ignored",
+                f"{cfg.target}/{name} ignored: already tracking {MAX_RESOURCES}",
             )
-            self.end_sync()
-        elif kind == "subscribed":
-            if self.subscription is Subscription.APPROVED:
-                self.count("ignored.subscribed_again")
-                return
-            self.subscription = Subscription.APPROVED
-            self.send(Stanza("presence", type="probe", from_=cfg.proxy_domain, to=cfg.target))
-            self.log(
+            return
+        pattern = cfg.resource_pattern
+        eligible = pattern is None or re.fullmatch(pattern, name) is not None
+        resources = tuple(
+            sorted((*resources, TargetResource(name, priority, eligible)), key=lambda r: r.name)
+        )
+        w.session = w.session._replace(resources=resources)
+        if eligible:
+            w.log("info", "resource.online", f"{cfg.target}/{name} is online")
+        else:
+            w.log(
                 "info",
-                "subscription.approved",
-                f"{cfg.target} approved the subscription; probing its resources",
+                "resource.online",
+                f"{cfg.target}/{name} is online (not taking traffic: its name does not "
+                f"match resource_pattern {pattern!r})",
             )
-        elif kind in ("unsubscribed", "unsubscribe"):
-            self.subscription = Subscription.NONE
-            self.all_left(
-                "subscription.revoked",
-                f"{cfg.target} sent {kind}: the proxy no longer sees its presence and cannot "
-                f"route requests; approve the subscription from {cfg.proxy_domain} on the "
-                "target account, then restart or reconnect client-proxy",
-                level="error",
-            )
-            self.end_sync()
-        else:
-            self.count("ignored.presence_from_target")
+    parked = w.session.parked
+    if parked:
+        ready = candidates(w)
+        if ready:
+            w.session = w.session._replace(parked=())
+            for key in parked:
+                redispatch(w, key, w.requests[key], ready)
 
-    def end_sync(self) -> None:
-        """The target's presence has told where it stands since the (re)connect: requests that
-        find no resource from now on are refused at once, and so are those parked."""
-        self.synced = True
-        if self.parked:
-            for key in self.parked:
-                self.count("refused.no_resource")
-                self.answer_error(key, self.requests[key], _NO_RESOURCE)
 
-    def resource_available(self, name: str, priority: int) -> None:
-        cfg = self.config
-        resources = self.resources
-        for i, r in enumerate(resources):
-            if r.name == name:
-                # New presence also brings a resource back from a cool-down.
-                if r.cooling_until > self.now:
-                    self.log("info", "resource.back", f"{cfg.target}/{name} is back in rotation")
-                fresh = TargetResource(name, priority, r.eligible)
-                if fresh != r:
-                    self.resources = (*resources[:i], fresh, *resources[i + 1 :])
-                break
-        else:
-            if len(resources) >= MAX_RESOURCES:
-                self.count("ignored.too_many_resources")
-                self.log(
-                    "warning",
-                    "resource.ignored",
-                    f"{cfg.target}/{name} ignored: already tracking {MAX_RESOURCES}",
-                )
-                return
-            eligible = (
-                cfg.resource_pattern is None or re.fullmatch(cfg.resource_pattern, name) is not None
-            )
-            self.resources = tuple(
-                sorted((*resources, TargetResource(name, priority, eligible)), key=lambda r: r.name)
-            )
-            if eligible:
-                self.log("info", "resource.online", f"{cfg.target}/{name} is online")
-            else:
-                self.log(
-                    "info",
-                    "resource.online",
-                    f"{cfg.target}/{name} is online (not taking traffic: its name does not "
-                    f"match resource_pattern {cfg.resource_pattern!r})",
-                )
-        if self.parked:
-            candidates = self.candidates()
-            if candidates:
-                parked, self.parked = self.parked, ()
-                for key in parked:
-                    self.redispatch(key, self.requests[key], candidates)
+def _unavailable(w: Step, name: str) -> None:
+    resources = w.session.resources
+    left = tuple(r for r in resources if r.name != name)
+    if len(left) != len(resources):
+        w.session = w.session._replace(resources=left)
+        w.log("info", "resource.offline", f"{w.config.target}/{name} is offline")
+    reroute(w, (name,))
+    drop_calls_from(w, (name,))
 
-    def resource_left(self, name: str) -> None:
-        before = len(self.resources)
-        self.resources = tuple(r for r in self.resources if r.name != name)
-        if len(self.resources) != before:
-            self.log("info", "resource.offline", f"{self.config.target}/{name} is offline")
-        self.reroute({name})
 
-    def all_left(self, code: str, message: str, level: LogLevel = "info") -> None:
-        gone = {r.name for r in self.resources}
-        self.resources = ()
-        self.log(level, code, message)
-        self.reroute(gone, everything=True)
-
-    def reroute(self, gone: set[str], everything: bool = False) -> None:
-        """Re-send or answer every request held by a resource that has gone, and forget the
-        calls it started (nobody is left to answer)."""
-        affected = sorted(
-            (o.seq, key)
-            for key, o in self.requests.items()
-            if o.resource is not None and (everything or o.resource in gone)
-        )
-        candidates = self.candidates()
-        for _seq, key in affected:
-            o = self.requests[key]
-            if candidates and self.retryable(o):
-                self.count("retried.resource_gone")
-                self.redispatch(key, o, candidates)
-            else:
-                self.count("answered.resource_gone")
-                self.answer_error(key, o, _RESOURCE_GONE)
-        orphans = sorted(
-            (c.seq, key)
-            for key, c in self.calls.items()
-            if everything or resource_of(c.request.from_ or "") in gone
-        )
-        for _seq, key in orphans:
-            c = self.calls[key]
-            self.count("dropped.call_resource_gone")
-            self.calls = self.calls.delete(key)
-            self.queue = self.queue.delete(queue_key(c.seq))
-        # A resource that has gone will not answer late; a new session with its name must not
-        # have its first reply taken for one.
-        for key, late in sorted(self.lates.items()):
-            if everything or late.resource in gone:
-                self.lates = self.lates.delete(key)
+def _all_left(w: Step, code: str, message: str, level: LogLevel = "info") -> None:
+    w.session = w.session._replace(resources=())
+    w.log(level, code, message)
+    reroute(w, None)
+    drop_calls_from(w, None)
 
 
 def _priority(text: object) -> int:

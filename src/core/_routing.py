@@ -1,7 +1,10 @@
-"""Choosing a resource: the pseudo-random generator, and the rendezvous hash for `sticky`.
+"""Choosing a resource: which ones may take a request (:func:`candidates`), which one does
+(:func:`choose`, by the configured strategy), and which ones leave the rotation for a while
+after failing in a row (:func:`track_failures`).
 
-The strategies themselves (random, round-robin, least-outstanding, priority, sticky) are applied
-in ``_machine`` (``_Step.choose``), which holds the state they read.
+The strategies: `random` (mod_client_proxy's), `round-robin`, `least-outstanding` (ties broken
+at random), `priority` (the highest presence priority, ties at random) and `sticky` (rendezvous
+hashing on the requester's bare JID, :func:`rendezvous`).
 
 SplitMix64 (Steele, Lea, Flood, "Fast splittable pseudorandom number generators", OOPSLA 2014):
 one 64-bit integer of state, a pure step function, good enough statistics for load spreading.
@@ -14,7 +17,19 @@ from __future__ import annotations
 import hashlib
 from typing import TypeVar
 
-__all__ = ["next_random", "pick", "rendezvous_score"]
+from ._jid import bare
+from ._state import Step, TargetResource
+
+__all__ = [
+    "all_ready",
+    "candidates",
+    "choose",
+    "next_random",
+    "pick",
+    "rendezvous",
+    "rendezvous_score",
+    "track_failures",
+]
 
 T = TypeVar("T")
 
@@ -42,3 +57,97 @@ def rendezvous_score(key: str, name: str) -> int:
     online, and a resource leaving moves only the keys that preferred it."""
     data = f"{key}\0{name}".encode("utf-8", "surrogatepass")
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def rendezvous(candidates: tuple[TargetResource, ...], key: str) -> TargetResource:
+    """The candidate with the highest rendezvous score for ``key`` (ties: the first by name)."""
+    best = candidates[0]
+    best_score = rendezvous_score(key, best.name)
+    for r in candidates[1:]:
+        score = rendezvous_score(key, r.name)
+        if score > best_score:
+            best, best_score = r, score
+    return best
+
+
+def all_ready(resources: tuple[TargetResource, ...], now: float) -> bool:
+    """True if every resource may take a request at ``now``: eligible and not cooling down (the
+    usual case, in which the candidates are the resources themselves)."""
+    for r in resources:  # noqa: SIM110  (all() over a generator is slower, on the hot path)
+        if not r.eligible or r.cooling_until > now:
+            return False
+    return True
+
+
+def candidates(w: Step) -> tuple[TargetResource, ...]:
+    """The resources a request may go to: eligible ones not cooling down; if every eligible one
+    is cooling down, all of them rather than none."""
+    resources = w.session.resources
+    now = w.now
+    if all_ready(resources, now):
+        return resources  # the usual case, without building a tuple
+    ready = tuple(r for r in resources if r.eligible and r.cooling_until <= now)
+    return ready or tuple(r for r in resources if r.eligible)
+
+
+def choose(w: Step, candidates: tuple[TargetResource, ...], requester: str) -> str:
+    """The configured strategy's pick among ``candidates`` (non-empty, sorted by name)."""
+    strategy = w.config.routing
+    if strategy == "random" or len(candidates) == 1:
+        value, w.rng = next_random(w.rng)
+        return candidates[value % len(candidates)].name
+    if strategy == "round-robin":
+        turn = w.turn
+        w.turn = turn + 1
+        return candidates[turn % len(candidates)].name
+    if strategy == "least-outstanding":
+        load = w.load
+        loads = [load.get(r.name, 0) for r in candidates]
+        least = min(loads)
+        tied = tuple(r for r, n in zip(candidates, loads, strict=True) if n == least)
+        chosen, w.rng = pick(tied, w.rng)
+    elif strategy == "priority":
+        top = max(r.priority for r in candidates)
+        chosen, w.rng = pick(tuple(r for r in candidates if r.priority == top), w.rng)
+    else:  # sticky
+        chosen = rendezvous(candidates, bare(requester))
+    return chosen.name
+
+
+def track_failures(w: Step, name: str, failed: bool) -> None:
+    """Count a resource's failing answers in a row (`feature-not-implemented`,
+    `service-unavailable`); at ``failure_threshold`` take it out of rotation for
+    ``failure_cooldown`` seconds. Any other answer resets the count."""
+    cfg = w.config
+    resources = w.session.resources
+    for i, r in enumerate(resources):  # noqa: B007  (i and r are used after the loop)
+        if r.name == name:
+            break
+    else:
+        return
+    if not failed:
+        if r.failures:
+            fresh = (*resources[:i], r._replace(failures=0), *resources[i + 1 :])
+            w.session = w.session._replace(resources=fresh)
+        return
+    if r.cooling_until > w.now:
+        return  # already out of rotation: answers to requests it had before do not extend it
+    failures = r.failures + 1
+    cooling_until = r.cooling_until
+    if cfg.failure_threshold and failures >= cfg.failure_threshold:
+        failures = 0
+        cooling_until = w.now + cfg.failure_cooldown
+        w.count("resource.cooldown")
+        w.log(
+            "warning",
+            "resource.cooldown",
+            f"{cfg.target}/{name} answered {cfg.failure_threshold} requests in a row with "
+            f"an error that says it cannot serve them; out of rotation for "
+            f"{cfg.failure_cooldown:g} s or until it sends new presence",
+        )
+    fresh = (
+        *resources[:i],
+        r._replace(failures=failures, cooling_until=cooling_until),
+        *resources[i + 1 :],
+    )
+    w.session = w.session._replace(resources=fresh)

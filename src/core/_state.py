@@ -1,20 +1,34 @@
-"""The proxy's state: one immutable value, updated by :func:`~client_proxy.core.step` alone.
+"""The proxy's state: one immutable value between steps, and its working copy during one.
 
-Collections that grow with traffic are persistent hash maps (`immutables.Map`, a HAMT): an
-update shares all but O(log n) of the old map, so a step costs the same with ten requests
-outstanding as with a hundred thousand, and an old state stays valid after the step (a test can
-keep every state it saw). Small collections (the target's resources) are sorted tuples, whose
-order is part of what makes the seeded choice deterministic across processes.
+Between steps the state is a :class:`ProxyState`, a value that :func:`~client_proxy.core.step`
+alone replaces. Collections that grow with traffic are persistent hash maps (`immutables.Map`, a
+HAMT): an update shares all but O(log n) of the old map, so a step costs the same with ten
+requests outstanding as with a hundred thousand, and an old state stays valid after the step (a
+test can keep every state it saw). Small collections (the target's resources) are sorted tuples,
+whose order is part of what makes the seeded choice deterministic across processes.
+
+The state has two parts. :class:`ProxyState`'s own fields are what an ordinary request or reply
+touches (the request table, the deadline queue, the choice's generator, the rate limit);
+:class:`Session` holds what changes only when the link, the target's presence or a stop does,
+and travels by reference from one state to the next until one of those happens.
+
+During a step the machine works on a :class:`Step`: a mutable copy of :class:`ProxyState`'s
+fields plus the outputs so far, which the modules of the machine read and update as plain
+functions (``accept(w, stanza, requester)``), and which :meth:`Step.close` freezes into the next
+state. It lives only inside ``step``; nothing outside the core sees it.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
+from collections.abc import Callable
+from operator import attrgetter
+from typing import NamedTuple, TypeVar
 
 from immutables import Map
 
 from ._config import ProxyConfig
+from ._outputs import CountMetric, LogLevel, LogRecord, Output, SendStanza
 from ._stanzas import Stanza
 
 __all__ = [
@@ -27,12 +41,21 @@ __all__ = [
     "ProxyState",
     "QueueEntry",
     "RequestKey",
+    "Session",
+    "Step",
     "Subscription",
     "TargetResource",
+    "build",
     "initial_state",
-    "queue_key",
-    "queue_seq",
 ]
+
+_T = TypeVar("_T", bound=tuple[object, ...])
+
+#: ``build(cls, fields)`` is ``cls(*fields)`` for a NamedTuple, without its generated
+#: ``__new__`` (a Python-level function): about four times cheaper for the records built on
+#: every step. Only for field tuples that are complete and in order. Bound directly to
+#: tuple.__new__, so that it adds no call of its own.
+build: Callable[[type[_T], tuple[object, ...]], _T] = tuple.__new__
 
 _EMPTY: Map[object, object] = Map()
 
@@ -43,26 +66,11 @@ MAX_RESOURCES = 1024
 #: by the requester, so it is only unique per requester).
 RequestKey = tuple[str, str]
 
-#: What waits for a deadline, in the single queue: ``("in", requester, id)`` for a request to
-#: the service (:class:`Outstanding`), ``("call", user, proxy_id)`` for an IQ the target started
-#: (:class:`Call`), ``("msg", user, id)`` for a message's way back (:class:`MessageRoute`).
+#: What waits for a deadline, in the single queue (``_queue``): ``("in", requester, id)`` for a
+#: request to the service (:class:`Outstanding`), ``("call", user, proxy_id)`` for an IQ the
+#: target started (:class:`Call`), ``("msg", user, id)`` for a message's way back
+#: (:class:`MessageRoute`).
 QueueEntry = tuple[str, str, str]
-
-
-def queue_key(seq: int) -> int:
-    """The key of sequence number ``seq`` in ``ProxyState.queue``: its bits 0-4 moved to 15-19
-    and bits 5-19 to 0-14 (a permutation, so distinct numbers keep distinct keys). The map is a
-    HAMT that picks a branch with the lowest 5 bits of the hash first (an int's hash is the int),
-    so plain numbers would scatter consecutive entries over the whole tree; with this key, 32
-    consecutive numbers share one leaf, and the entries being added and removed stay on one
-    warm path however large the queue grows (`./just bench-core`: the slowdown from 10 to
-    100,000 outstanding went from 1.40-1.51x to 1.36-1.37x)."""
-    return ((seq >> 5) & 0x7FFF) | ((seq & 31) << 15) | (seq >> 20 << 20)
-
-
-def queue_seq(key: int) -> int:
-    """The sequence number whose :func:`queue_key` is ``key``."""
-    return ((key >> 15) & 31) | ((key & 0x7FFF) << 5) | (key >> 20 << 20)
 
 
 class Link(enum.Enum):
@@ -153,61 +161,31 @@ class MessageRoute(NamedTuple):
     resource: str
 
 
-class ProxyState(NamedTuple):
-    """Everything the proxy knows. Build the first one with :func:`initial_state`.
+class Session(NamedTuple):
+    """What the proxy knows of its link and of the target: it changes when the link comes up or
+    goes, when the target's presence says something, and when a stop is asked for; an ordinary
+    request or reply leaves it as it is.
 
-    Like the other records of the state, a NamedTuple: as immutable as a frozen dataclass, and
-    several times cheaper to build, which matters for a value built on every step (see the note
-    at the end of ``_stanzas``).
-
-    ``requests`` maps (requester, id) to its :class:`Outstanding`. ``queue`` maps each accepted
-    request's sequence number (as :func:`queue_key`; :func:`queue_seq` turns it back) to its
-    key: every request gets the same timeout and time never runs backwards here, so acceptance
-    order is deadline order, and the entry of ``head`` (after skipping numbers already answered)
-    is the next request to expire. ``per_requester`` counts
-    outstanding requests per requester for the per-requester limit.
-
-    ``lates`` remembers which resource still holds requests that timed out (see
-    :class:`LateReply`). ``calls`` and ``routes`` hold what the target
-    started towards users (IQs owed an answer,
-    messages whose error may come back); they share ``queue`` (same timeout, same order).
-    ``load`` counts requests per resource (kept for `least-outstanding` routing only), ``turn``
-    is `round-robin`'s counter, ``rates`` the rate limit's per-requester TAT (see
-    ``_policy``), swept at ``sweep_at``.
-
-    ``held`` keeps answers produced while the link was down, sent as soon as it is up again.
-    ``synced`` turns true once the target's presence has said, since the last connect,
-    whether any resource is online; until then, and for at most ``sync_grace``
-    (``sync_until``), a request that finds no resource is parked rather than refused.
+    ``synced`` turns true once the target's presence has said, since the last connect, whether
+    any resource is online; until then, and for at most ``sync_grace`` (``sync_until``), a
+    request that finds no resource is *parked* (its key in ``parked``) rather than refused.
+    ``held`` keeps answers produced while the link could not carry them, sent as soon as a
+    stream is up again. ``stop_at`` is when the drain ends (None: no stop asked for);
+    ``stopped`` turns true when :class:`~client_proxy.core.Stopped` has been emitted, after
+    which the transport closes the stream; ``flushes`` counts the fresh streams opened after
+    that to deliver answers held since.
     """
 
-    config: ProxyConfig
-    rng: int
-    now: float = float("-inf")
     link: Link = Link.DOWN
     subscription: Subscription = Subscription.NONE
     resources: tuple[TargetResource, ...] = ()
-    requests: Map[RequestKey, Outstanding] = _EMPTY  # type: ignore[assignment]
-    queue: Map[int, QueueEntry] = _EMPTY  # type: ignore[assignment]
-    head: int = 0
-    next_seq: int = 0
-    per_requester: Map[str, int] = _EMPTY  # type: ignore[assignment]
-    parked: tuple[RequestKey, ...] = ()
     sync_until: float = float("-inf")
     synced: bool = False
+    parked: tuple[RequestKey, ...] = ()
     held: tuple[Stanza, ...] = ()
     stop_at: float | None = None
     stopped: bool = False
-    calls: Map[tuple[str, str], Call] = _EMPTY  # type: ignore[assignment]
-    routes: Map[tuple[str, str], MessageRoute] = _EMPTY  # type: ignore[assignment]
-    lates: Map[RequestKey, LateReply] = _EMPTY  # type: ignore[assignment]
-    load: Map[str, int] = _EMPTY  # type: ignore[assignment]
-    turn: int = 0
-    rates: Map[str, float] = _EMPTY  # type: ignore[assignment]
-    sweep_at: float = float("inf")
-    #: The last transition's deadline (inf: none), a cache of what finish() computed: a step
-    #: before it has nothing to expire, and skips looking.
-    due: float = float("-inf")
+    flushes: int = 0
 
     @property
     def online(self) -> tuple[str, ...]:
@@ -215,6 +193,114 @@ class ProxyState(NamedTuple):
         return tuple(r.name for r in self.resources)
 
 
+class ProxyState(NamedTuple):
+    """Everything the proxy knows. Build the first one with :func:`initial_state`.
+
+    A NamedTuple, like the other records of the state: as immutable as a frozen dataclass, and
+    several times cheaper to build, which matters for a value built on every step (see the note
+    at the end of ``_stanzas``). This class is the one place that lists its fields in order.
+
+    ``requests`` maps (requester, id) to its :class:`Outstanding`; ``per_requester`` counts them
+    per requester for the per-requester limit. ``queue`` (see ``_queue``) orders everything that
+    waits for a deadline: requests, ``calls`` (IQs the target started towards users) and
+    ``routes`` (messages from the target whose error may come back); ``head`` is the sequence
+    number from which to look for the next entry to expire, ``next_seq`` the next to hand out.
+    ``lates`` remembers which resource still holds requests that timed out (see
+    :class:`LateReply`). ``rng`` is the seeded choice's generator (``_routing``), ``turn``
+    `round-robin`'s counter, ``load`` requests per resource (for `least-outstanding` only).
+    ``rates`` holds the rate limit's per-requester TAT (``_policy``), swept at ``sweep_at``.
+    ``due`` is the last transition's deadline (inf: none): a step before it has nothing to
+    expire, and skips looking.
+    """
+
+    config: ProxyConfig
+    rng: int
+    now: float = float("-inf")
+    requests: Map[RequestKey, Outstanding] = _EMPTY  # type: ignore[assignment]
+    per_requester: Map[str, int] = _EMPTY  # type: ignore[assignment]
+    queue: Map[int, QueueEntry] = _EMPTY  # type: ignore[assignment]
+    head: int = 0
+    next_seq: int = 0
+    rates: Map[str, float] = _EMPTY  # type: ignore[assignment]
+    sweep_at: float = float("inf")
+    turn: int = 0
+    load: Map[str, int] = _EMPTY  # type: ignore[assignment]
+    lates: Map[RequestKey, LateReply] = _EMPTY  # type: ignore[assignment]
+    calls: Map[tuple[str, str], Call] = _EMPTY  # type: ignore[assignment]
+    routes: Map[tuple[str, str], MessageRoute] = _EMPTY  # type: ignore[assignment]
+    session: Session = Session()
+    due: float = float("-inf")
+
+
 def initial_state(config: ProxyConfig, seed: int = 0) -> ProxyState:
     """The state before the first event: disconnected, nothing known, ``seed`` for the choice."""
     return ProxyState(config=config, rng=seed & ((1 << 64) - 1))
+
+
+#: ProxyState's fields in its order, read from a working copy by name (see Step.close).
+_fields_of = attrgetter(*ProxyState._fields)
+
+
+class Step:
+    """One step's working copy of a :class:`ProxyState`, and the outputs so far.
+
+    Each field of :class:`ProxyState` is an attribute here, read by name when the step opens and
+    frozen back by :meth:`close`; ``out`` collects the outputs. The functions of the machine's
+    modules take it as their first argument (``w``) and update it in place.
+    """
+
+    __slots__ = (*ProxyState._fields, "out")
+
+    config: ProxyConfig
+    rng: int
+    now: float
+    requests: Map[RequestKey, Outstanding]
+    per_requester: Map[str, int]
+    queue: Map[int, QueueEntry]
+    head: int
+    next_seq: int
+    rates: Map[str, float]
+    sweep_at: float
+    turn: int
+    load: Map[str, int]
+    lates: Map[RequestKey, LateReply]
+    calls: Map[tuple[str, str], Call]
+    routes: Map[tuple[str, str], MessageRoute]
+    session: Session
+    due: float
+    out: list[Output]
+
+    def __init__(self, state: ProxyState, now: float) -> None:
+        self.config = state.config
+        self.rng = state.rng
+        then = state.now
+        # Time never runs backwards inside the core (see _events): NaN and the past become `then`.
+        self.now = now if now > then else then
+        self.requests = state.requests
+        self.per_requester = state.per_requester
+        self.queue = state.queue
+        self.head = state.head
+        self.next_seq = state.next_seq
+        self.rates = state.rates
+        self.sweep_at = state.sweep_at
+        self.turn = state.turn
+        self.load = state.load
+        self.lates = state.lates
+        self.calls = state.calls
+        self.routes = state.routes
+        self.session = state.session
+        self.due = state.due
+        self.out = []
+
+    def close(self) -> ProxyState:
+        """The next state: this working copy, frozen (set ``due`` first)."""
+        return build(ProxyState, _fields_of(self))
+
+    def log(self, level: LogLevel, code: str, message: str) -> None:
+        self.out.append(LogRecord(level, code, message))
+
+    def count(self, name: str) -> None:
+        self.out.append(CountMetric(name))
+
+    def send(self, stanza: Stanza) -> None:
+        self.out.append(build(SendStanza, (stanza,)))

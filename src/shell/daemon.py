@@ -455,11 +455,12 @@ class Daemon:
 
     def status(self) -> str:
         """One line for the operator: link, resources, outstanding requests, counters."""
-        s = self.state
+        s = self.state.session
         counts = ", ".join(f"{k}={v}" for k, v in sorted(self.counters.items())) or "none"
         return (
             f"link={s.link.value} subscription={s.subscription.value} "
-            f"resources=[{', '.join(s.online)}] outstanding={len(s.requests)} counters: {counts}"
+            f"resources=[{', '.join(s.online)}] outstanding={len(self.state.requests)} "
+            f"counters: {counts}"
         )
 
     def start(self) -> None:

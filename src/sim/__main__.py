@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from client_proxy.core import bare
+from client_proxy.core._jid import bare
 
 from ._run import Outcome, run
 from ._schedule import PROXY, TARGET, Online, Request, Resource, Schedule, User

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from client_proxy.core import bare
+from client_proxy.core._jid import bare
 
 from ._clock import Clock
 from ._schedule import Resource

@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from client_proxy.core import bare, domain_of, resource_of
+# JID splitting is the core's own helper, shared within the project (not part of its API).
+from client_proxy.core._jid import bare, domain_of, resource_of
 
 from ._clock import Clock, Hop, Item, Stream
 from ._xml import DELAY_NS, Element, error_reply, presence

@@ -103,7 +103,7 @@ class CoreTransport:
     @property
     def online(self) -> frozenset[str]:
         """The proxy's view: the target's resources it believes online."""
-        return frozenset(self.state.online)
+        return frozenset(self.state.session.online)
 
     # -- the loop ------------------------------------------------------------------------------
 

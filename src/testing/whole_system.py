@@ -39,7 +39,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from client_proxy.core import bare, decode_requester, domain_of, resource_of
+from client_proxy.core import decode_requester
+from client_proxy.core._jid import bare, domain_of, resource_of
 from client_proxy.sim import (
     FORGED,
     PROXY,

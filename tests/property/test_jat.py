@@ -18,10 +18,10 @@ from client_proxy.core import (
     decode_requester,
     encode_requester,
     initial_state,
-    resource_of,
     step,
     translation_problem,
 )
+from client_proxy.core._jid import resource_of
 from client_proxy.testing import strategies as cps
 from client_proxy.testing.strategies import jid_unchanged, server_resourceprep, utf8_size
 from hypothesis import example, given

@@ -10,7 +10,7 @@ proxy's to make: which eligible resource a request or message goes to (read from
 checked against the candidates), and the id the proxy makes up for a call (read from the output).
 
 Accounting for answers while the component stream is down: the core cannot send then, so it
-holds them (``state.held``) and sends them at the next ``ConnectionUp``. The model counts an
+holds them (``state.session.held``) and sends them at the next ``ConnectionUp``. The model counts an
 answer as *given* when the core commits to it, whether sent at once or held, because that is
 when the request stops being outstanding and when its deadline is judged; it then checks
 separately that every held answer is sent, unchanged and once, at the next ``ConnectionUp``.
@@ -42,13 +42,12 @@ from client_proxy.core import (
     StopRequested,
     TimePassed,
     Transition,
-    domain_of,
     encode_requester,
     initial_state,
-    queue_key,
-    queue_seq,
     step,
 )
+from client_proxy.core._jid import domain_of
+from client_proxy.core._queue import queue_key, queue_seq
 from client_proxy.testing import strategies as cps
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -813,7 +812,7 @@ class ProxyMachine(RuleBasedStateMachine):
             extra.remove(match)
         assert not extra, f"sent but not expected: {extra}"
         assert sum(isinstance(o, Stopped) for o in t.outputs) == m.expected_stopped
-        assert [sig(s) for s in t.state.held] == m.held
+        assert [sig(s) for s in t.state.session.held] == m.held
 
         self.check_outputs(event, sends, held_before)
         self.check_timer(event, t)
@@ -861,10 +860,10 @@ class ProxyMachine(RuleBasedStateMachine):
         state = t.state
         pending = [o.deadline for o in state.requests.values()]
         pending += [c.deadline for c in state.calls.values()]
-        if state.parked:
-            pending.append(state.sync_until)
-        if state.stop_at is not None and not state.stopped:
-            pending.append(state.stop_at)
+        if state.session.parked:
+            pending.append(state.session.sync_until)
+        if state.session.stop_at is not None and not state.session.stopped:
+            pending.append(state.session.stop_at)
         if pending:
             assert t.deadline is not None and t.deadline <= min(pending), (t.deadline, pending)
         if isinstance(event, TimePassed) and t.deadline is not None:
@@ -905,7 +904,7 @@ class ProxyMachine(RuleBasedStateMachine):
         for table in (s.calls, s.routes, s.lates):
             assert len(table) <= cfg.max_outstanding
         # Requests and calls are each bounded by max_outstanding, and each gets one answer.
-        assert len(s.held) <= 2 * cfg.max_outstanding
+        assert len(s.session.held) <= 2 * cfg.max_outstanding
         entries = {
             "in": {(k, o.seq) for k, o in s.requests.items()},
             "call": {(k, c.seq) for k, c in s.calls.items()},
@@ -918,14 +917,14 @@ class ProxyMachine(RuleBasedStateMachine):
             queued[kind].add(((jid, ident), seq))
             assert s.head <= seq < s.next_seq
         assert queued == entries
-        assert set(s.parked) == {k for k, o in s.requests.items() if o.resource is None}
-        assert len(set(s.parked)) == len(s.parked)
+        assert set(s.session.parked) == {k for k, o in s.requests.items() if o.resource is None}
+        assert len(set(s.session.parked)) == len(s.session.parked)
         for o in s.requests.values():
             assert o.deadline > s.now, f"outstanding past its deadline: {o}"
             assert o.resource is None or o.resource in o.tried
         for c in s.calls.values():
             assert c.deadline > s.now, f"call outstanding past its deadline: {c}"
-        assert not s.held or s.link is Link.DOWN
+        assert not s.session.held or s.session.link is Link.DOWN
         # The model's view of what the proxy remembers.
         assert {k: (v.resource, v.owed) for k, v in s.lates.items()} == {
             k: (v.resource, v.owed) for k, v in m.lates.items()
@@ -933,7 +932,7 @@ class ProxyMachine(RuleBasedStateMachine):
         assert {k: o.skip for k, o in s.requests.items()} == {
             k: r.skip for k, r in m.outstanding.items()
         }
-        assert {r.name: (r.eligible, r.cooling_until) for r in s.resources} == {
+        assert {r.name: (r.eligible, r.cooling_until) for r in s.session.resources} == {
             n: (r.eligible, r.cooling_until) for n, r in m.resources.items()
         }
         self.broken = False
@@ -1237,7 +1236,7 @@ class ProxyMachine(RuleBasedStateMachine):
         self.apply(TimePassed(m.now + cfg.request_timeout + cfg.sync_grace + drain + 1.0))
         if not m.link_up:
             self.apply(ConnectionUp(m.now))
-        assert not self.state.requests and not self.state.calls and not self.state.held
+        assert not self.state.requests and not self.state.calls and not self.state.session.held
         for serial, times in m.answers.items():
             assert len(times) == (0 if serial in m.orphaned else 1), m.accepted[serial]
 

@@ -17,10 +17,9 @@ from client_proxy.core import (
     StanzaReceived,
     TimePassed,
     initial_state,
-    listed,
-    rate_check,
     step,
 )
+from client_proxy.core._policy import listed, rate_check
 from hypothesis import example, given
 from hypothesis import strategies as st
 

@@ -31,6 +31,7 @@ ALLOWED = frozenset(
         "functools",
         "immutables",
         "itertools",
+        "operator",
         "math",
         "stringprep",
         "typing",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from client_proxy.core import queue_key, queue_seq
+from client_proxy.core._queue import queue_key, queue_seq
 from hypothesis import given
 from hypothesis import strategies as st
 

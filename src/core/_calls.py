@@ -1,0 +1,107 @@
+"""The other direction for IQs: a target resource starts an IQ towards a user (a *call*) by
+addressing `proxy-domain/<user's full JID>`; the user gets it from the proxy's domain with an id
+of the proxy's own (so two resources using the same id cannot be confused), and the user's
+answer goes back to that resource, from the translated address, with the resource's own id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ._errors import NOT_A_USER, NOT_PROXIED, SHUTTING_DOWN, TIMEOUT, TOO_MANY, error_reply, refuse
+from ._jat import decode_requester, translation_problem
+from ._jid import resource_of
+from ._link import deliver
+from ._queue import dequeue, enqueue
+from ._routing import next_random
+from ._stanzas import Stanza
+from ._state import Call, Step
+
+__all__ = [
+    "call",
+    "call_answered",
+    "drop_calls_from",
+    "shut_down_call",
+    "time_out_call",
+    "user_address",
+]
+
+
+def user_address(w: Step, s: Stanza) -> str | None:
+    """The user a stanza from the target is addressed to, or None (then ``s`` is refused)."""
+    user = decode_requester(w.config.proxy_domain, s.to or "")
+    if user is None or translation_problem(user) is not None:
+        refuse(w, s, NOT_A_USER, "refused.not_a_user")
+        return None
+    return user
+
+
+def call(w: Step, s: Stanza) -> None:
+    """A target resource (``s.from_``, where the answer will go) starts an IQ towards a user."""
+    cfg = w.config
+    if not cfg.outbound_iq:
+        refuse(w, s, NOT_PROXIED, "refused.target_initiated")
+        return
+    if w.session.stop_at is not None:
+        refuse(w, s, SHUTTING_DOWN, "refused.shutting_down")
+        return
+    user = user_address(w, s)
+    if user is None:
+        return
+    if len(w.calls) >= cfg.max_outstanding:
+        refuse(w, s, TOO_MANY, "refused.limit_calls")
+        return
+    seq = w.next_seq
+    # An id of the proxy's own: unique (seq), and not guessable across restarts (random).
+    value, w.rng = next_random(w.rng)
+    ident = f"cp-{seq:x}-{value:016x}"
+    enqueue(w, ("call", user, ident))
+    w.calls = w.calls.set((user, ident), Call(seq, s, w.now + cfg.request_timeout, user))
+    w.send(Stanza("iq", s.type, ident, cfg.proxy_domain, user, s.payload, None, None, s.extra))
+
+
+def call_answered(w: Step, s: Stanza, user: str) -> None:
+    """A user answers an IQ a target resource started: back to that resource."""
+    key = (user, s.id or "")
+    c = w.calls.get(key)
+    if c is None:
+        w.count("dropped.unsolicited_reply")
+        return
+    r = c.request
+    _answer(w, key, c, Stanza("iq", s.type, r.id, r.to, r.from_, s.payload, s.error, None, s.extra))
+
+
+def time_out_call(w: Step, key: tuple[str, str]) -> None:
+    """The user did not answer in time: the resource gets `remote-server-timeout`."""
+    c = w.calls[key]
+    w.count("answered.call_timeout")
+    _answer(w, key, c, error_reply(c.request, TIMEOUT))
+
+
+def shut_down_call(w: Step, key: tuple[str, str]) -> None:
+    """The drain is over and the user has not answered: the resource gets
+    `service-unavailable` (wait)."""
+    c = w.calls[key]
+    w.count("answered.shutdown")
+    _answer(w, key, c, error_reply(c.request, SHUTTING_DOWN))
+
+
+def drop_calls_from(w: Step, gone: Iterable[str] | None) -> None:
+    """Forget the calls started by a resource in ``gone`` (None: every resource): nobody is left
+    to take the answer."""
+    names = None if gone is None else frozenset(gone)
+    orphans = sorted(
+        (c.seq, key)
+        for key, c in w.calls.items()
+        if names is None or resource_of(c.request.from_ or "") in names
+    )
+    for _seq, key in orphans:
+        w.count("dropped.call_resource_gone")
+        dequeue(w, w.calls[key].seq)
+        w.calls = w.calls.delete(key)
+
+
+def _answer(w: Step, key: tuple[str, str], c: Call, answer: Stanza) -> None:
+    w.calls = w.calls.delete(key)
+    dequeue(w, c.seq)
+    deliver(w, answer)

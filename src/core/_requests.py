@@ -1,0 +1,302 @@
+"""Requests to the service: accepting one (:func:`accept`), forwarding it with JAT
+(:func:`forward`), matching the reply that comes back (:func:`reply`), and every other way a
+request ends (:func:`time_out`, :func:`reroute`, :func:`refuse_parked`, :func:`shut_down`).
+``_machine`` tells the life of one request; this module carries it out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ._errors import (
+    DUPLICATE_ID,
+    NO_RESOURCE,
+    RESOURCE_GONE,
+    SHUTTING_DOWN,
+    TIMEOUT,
+    error_reply,
+    not_acceptable,
+    refuse,
+)
+from ._jat import translation_problem
+from ._link import deliver
+from ._outputs import SendStanza
+from ._policy import admit, within_caps
+from ._queue import dequeue, enqueue
+from ._routing import candidates, choose, track_failures
+from ._stanzas import Stanza, StanzaError
+from ._state import LateReply, Link, Outstanding, RequestKey, Step, TargetResource, build
+
+__all__ = [
+    "accept",
+    "answer",
+    "forward",
+    "redispatch",
+    "refuse_parked",
+    "reply",
+    "reroute",
+    "retryable",
+    "shut_down",
+    "time_out",
+]
+
+#: Answers that say "this resource cannot serve" rather than "this request is wrong".
+_FAILURES = frozenset({"feature-not-implemented", "service-unavailable"})
+
+
+def accept(w: Step, s: Stanza, requester: str) -> None:
+    """A user's IQ get/set to the service: refuse it (admission, an address JAT cannot carry, a
+    duplicate id, the caps, no resource), park it (no resource known yet, within ``sync_grace``
+    of a connect), or make it outstanding and forward it to the chosen resource."""
+    if not admit(w, s, requester):
+        return
+    problem = translation_problem(requester)
+    if problem is not None:
+        refuse(w, s, not_acceptable(problem), "refused.untranslatable")
+        return
+    key: RequestKey = (requester, s.id or "")
+    if key in w.requests:
+        refuse(w, s, DUPLICATE_ID, "refused.duplicate_id")
+        return
+    mine = within_caps(w, s, requester)
+    if mine is None:
+        return
+    resource: str | None = None
+    ready = candidates(w)
+    late = w.lates.get(key) if w.lates else None
+    if late is not None and len(ready) > 1:
+        # Keep it away from the resource that may still answer the same key late.
+        ready = tuple(r for r in ready if r.name != late.resource)
+    if ready:
+        resource = choose(w, ready, requester)
+    else:
+        session = w.session
+        if session.resources:
+            refuse(w, s, NO_RESOURCE, "refused.no_eligible_resource")
+            return
+        if session.link is not Link.UP or session.synced or w.now >= session.sync_until:
+            refuse(w, s, NO_RESOURCE, "refused.no_resource")
+            return
+    seq = enqueue(w, ("in", requester, key[1]))
+    o = build(
+        Outstanding,
+        (
+            seq,
+            s,
+            w.now + w.config.request_timeout,
+            resource,
+            () if resource is None else (resource,),
+            _take_late(w, key, resource) if w.lates else 0,
+        ),
+    )
+    w.requests = w.requests.set(key, o)
+    w.per_requester = w.per_requester.set(requester, mine + 1)
+    if resource is None:
+        w.session = w.session._replace(parked=(*w.session.parked, key))
+        w.count("parked")
+    else:
+        forward(w, o, resource)
+
+
+def forward(w: Step, o: Outstanding, resource: str) -> None:
+    """Send ``o``'s request to ``resource``, from `proxy-domain/<requester>` (``_jat``), with
+    the same type, id and payload (mod_client_proxy's form)."""
+    cfg = w.config
+    r = o.request
+    if cfg.routing == "least-outstanding":
+        w.load = w.load.set(resource, w.load.get(resource, 0) + 1)
+    forwarded = (
+        "iq",
+        r.type,
+        r.id,
+        f"{cfg.proxy_domain}/{r.from_}",  # _jat.encode_requester, on the hot path
+        f"{cfg.target}/{resource}",
+        r.payload,
+        None,
+        None,
+        r.extra,
+    )
+    w.out.append(build(SendStanza, (build(Stanza, forwarded),)))
+
+
+def redispatch(w: Step, key: RequestKey, o: Outstanding, ready: tuple[TargetResource, ...]) -> None:
+    """Send ``o`` (parked, or its resource gone or failing) to one of ``ready``, keeping its
+    deadline."""
+    if o.resource is not None:
+        _unload(w, o.resource)
+    resource = choose(w, ready, key[0])
+    tried = o.tried if resource in o.tried else (*o.tried, resource)
+    o = Outstanding(o.seq, o.request, o.deadline, resource, tried, _take_late(w, key, resource))
+    w.requests = w.requests.set(key, o)
+    forward(w, o, resource)
+
+
+def reply(w: Step, s: Stanza, sender: str) -> None:
+    """A result or error from a target resource to `proxy-domain/<requester>`: relayed to the
+    requester if it answers an outstanding request and comes from the resource that has it
+    (from the address the requester wrote to, with its id); dropped and counted otherwise. A
+    failure from a resource is retried elsewhere where that is safe (:func:`retryable`)."""
+    cfg = w.config
+    # _jat.decode_requester, spelled out for the hot path: `proxy-domain/<requester>`.
+    to = s.to or ""
+    prefix = cfg.proxy_domain + "/"
+    requester = to[len(prefix) :] if to.startswith(prefix) else None
+    if not requester:
+        w.count("dropped.reply_unmatched")
+        return
+    key: RequestKey = (requester, s.id or "")
+    if w.lates:
+        late = w.lates.get(key)
+        if late is not None and sender == f"{cfg.target}/{late.resource}":
+            # The answer to a request with this key that timed out at this resource: replies
+            # from one resource come in order, so the next ones from there are those.
+            if late.owed > 1:
+                w.lates = w.lates.set(key, late._replace(owed=late.owed - 1))
+            else:
+                w.lates = w.lates.delete(key)
+            w.count("dropped.reply_late")
+            return
+    o = w.requests.get(key)
+    if o is None:
+        # Unknown id, a second reply, or one after the deadline: nobody is owed it.
+        w.count("dropped.reply_unmatched")
+        return
+    resource = o.resource
+    if resource is None or sender != f"{cfg.target}/{resource}":
+        w.count("dropped.reply_wrong_resource")
+        return
+    if o.skip:
+        # The late answer to an earlier request with this key (see LateReply).
+        w.requests = w.requests.set(key, o._replace(skip=o.skip - 1))
+        w.count("dropped.reply_late")
+        return
+    error = s.error
+    failed = s.type == "error" and error is not None and error.condition in _FAILURES
+    track_failures(w, resource, failed)
+    if failed and retryable(w, o):
+        # A bounce from a session that has just gone (DESIGN.md: an IQ to an offline full JID
+        # gets service-unavailable), or a resource that cannot serve: a get is safe to send
+        # again elsewhere.
+        untried = tuple(r for r in candidates(w) if r.name not in o.tried)
+        if untried:
+            w.count("retried.failure")
+            redispatch(w, key, o, untried)
+            return
+    r = o.request
+    answer(
+        w,
+        key,
+        o,
+        build(Stanza, ("iq", s.type, r.id, r.to, r.from_, s.payload, error, None, s.extra)),
+    )
+
+
+def retryable(w: Step, o: Outstanding) -> bool:
+    """May ``o`` be sent again to another resource: a get if ``retry_get``, a set if
+    ``retry_set``."""
+    if o.request.type == "get":
+        return w.config.retry_get
+    return w.config.retry_set
+
+
+def answer(w: Step, key: RequestKey, o: Outstanding, reply: Stanza) -> None:
+    """Give ``o`` its one answer and forget it."""
+    w.requests = w.requests.delete(key)
+    dequeue(w, o.seq)
+    requester = key[0]
+    left = w.per_requester[requester] - 1
+    w.per_requester = (
+        w.per_requester.set(requester, left) if left else w.per_requester.delete(requester)
+    )
+    if o.resource is None:
+        w.session = w.session._replace(parked=tuple(k for k in w.session.parked if k != key))
+    else:
+        _unload(w, o.resource)
+    deliver(w, reply)
+
+
+def _answer_error(w: Step, key: RequestKey, error: StanzaError) -> None:
+    o = w.requests[key]
+    answer(w, key, o, error_reply(o.request, error))
+
+
+def _unload(w: Step, resource: str) -> None:
+    if w.config.routing == "least-outstanding":
+        left = w.load.get(resource, 0) - 1
+        w.load = w.load.set(resource, left) if left > 0 else w.load.delete(resource)
+
+
+def time_out(w: Step, key: RequestKey) -> None:
+    """The deadline of request ``key`` has passed: `remote-server-timeout` (wait), and its
+    resource may still answer late (:class:`LateReply`)."""
+    o = w.requests[key]
+    w.count("answered.timeout")
+    answer(w, key, o, error_reply(o.request, TIMEOUT))
+    if o.resource is not None:
+        _expect_late(w, key, o.resource, o.skip + 1)
+
+
+def refuse_parked(w: Step) -> None:
+    """No resource to send the parked requests to, and none to wait for: `service-unavailable`
+    (cancel), as with no resource online."""
+    for key in w.session.parked:
+        w.count("refused.no_resource")
+        _answer_error(w, key, NO_RESOURCE)
+
+
+def shut_down(w: Step, key: RequestKey) -> None:
+    """The drain is over and request ``key`` is still outstanding: `service-unavailable`
+    (wait)."""
+    w.count("answered.shutdown")
+    _answer_error(w, key, SHUTTING_DOWN)
+
+
+def reroute(w: Step, gone: Iterable[str] | None) -> None:
+    """Re-send or answer every request held by a resource in ``gone`` (None: every resource),
+    in acceptance order: another resource takes it where that is safe (:func:`retryable`),
+    else `recipient-unavailable`. A resource that has gone will not answer late, so its late
+    replies are forgotten too: a new session with its name must not have its first reply taken
+    for one."""
+    names = None if gone is None else frozenset(gone)
+    affected = sorted(
+        (o.seq, key)
+        for key, o in w.requests.items()
+        if o.resource is not None and (names is None or o.resource in names)
+    )
+    ready = candidates(w)
+    for _seq, key in affected:
+        o = w.requests[key]
+        if ready and retryable(w, o):
+            w.count("retried.resource_gone")
+            redispatch(w, key, o, ready)
+        else:
+            w.count("answered.resource_gone")
+            answer(w, key, o, error_reply(o.request, RESOURCE_GONE))
+    for key, late in sorted(w.lates.items()):
+        if names is None or late.resource in names:
+            w.lates = w.lates.delete(key)
+
+
+def _expect_late(w: Step, key: RequestKey, resource: str, owed: int) -> None:
+    """Remember that ``resource`` may still send ``owed`` replies for ``key``."""
+    old = w.lates.get(key)
+    if old is not None and old.resource == resource:
+        owed += old.owed
+    elif old is None and len(w.lates) >= w.config.max_outstanding:
+        # Bounded: forget the oldest (a scan, only ever at the cap).
+        oldest = min(w.lates.items(), key=lambda item: item[1].seq)
+        w.lates = w.lates.delete(oldest[0])
+        w.count("dropped.late_reply_memory")
+    seq = w.next_seq
+    w.next_seq = seq + 1
+    w.lates = w.lates.set(key, LateReply(seq, resource, owed))
+
+
+def _take_late(w: Step, key: RequestKey, resource: str | None) -> int:
+    """A request with ``key`` goes to ``resource``: the late replies it owes for the key, if
+    any, are now the request's to skip."""
+    late = w.lates.get(key)
+    if late is None or late.resource != resource:
+        return 0
+    w.lates = w.lates.delete(key)
+    return late.owed
