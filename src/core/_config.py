@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from ._jid import bare, resource_of
+from ._jid import bare, domain_of, resource_of
 
 __all__ = ["ROUTING_STRATEGIES", "ProxyConfig"]
 
@@ -61,46 +61,68 @@ class ProxyConfig:
     messages: bool = True
 
     def __post_init__(self) -> None:
+        # One source of truth for what a valid setting is: the shell's config loader builds this
+        # class from the TOML file and reports its ValueError as the one-line config error, so
+        # each message names the key and the value it got.
         for name in ("proxy_domain", "target"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
-                raise ValueError(f"{name} must be a non-empty JID")
+                raise ValueError(f"{name} must be a non-empty JID, not {value!r}")
         if "@" in self.proxy_domain or resource_of(self.proxy_domain) is not None:
             raise ValueError(f"proxy_domain {self.proxy_domain!r} must be a bare domain")
         if "@" not in self.target or bare(self.target) != self.target:
             raise ValueError(f"target {self.target!r} must be a bare JID (user@domain)")
-        for name in ("request_timeout", "sync_grace"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number of seconds >= 0")
-        if self.request_timeout <= 0:
-            raise ValueError("request_timeout must be > 0")
+        if domain_of(self.target) == self.proxy_domain:
+            # The component's domain is the proxy's own: a target there would be routed back to
+            # the proxy itself (XEP-0114 §1: the component owns every address at its domain).
+            raise ValueError(
+                f"target {self.target!r} must not be an address at the component itself"
+            )
+        _seconds(self, "request_timeout", positive=True)
+        _seconds(self, "sync_grace")
+        _seconds(self, "failure_cooldown")
+        _seconds(self, "rate_limit", what="a number of requests per second")
         for name in ("max_outstanding", "max_per_requester", "rate_burst"):
+            _integer(self, name, least=1)
+        _integer(self, "failure_threshold", least=0)
+        for name in ("retry_get", "retry_set", "outbound_iq", "messages"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1")
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, not {value!r}")
         if self.routing not in ROUTING_STRATEGIES:
             raise ValueError(
                 f"routing {self.routing!r} is not one of {', '.join(sorted(ROUTING_STRATEGIES))}"
             )
-        if self.resource_pattern is not None:
+        pattern = self.resource_pattern
+        if pattern is not None:
+            if not isinstance(pattern, str) or not pattern:
+                raise ValueError(f"resource_pattern must be a regular expression, not {pattern!r}")
             try:
-                re.compile(self.resource_pattern)
+                re.compile(pattern)
             except re.error as exc:
                 raise ValueError(
-                    f"resource_pattern {self.resource_pattern!r} is not a regular expression: {exc}"
+                    f"resource_pattern {pattern!r} is not a regular expression: {exc}"
                 ) from None
-        if (
-            not isinstance(self.failure_threshold, int)
-            or isinstance(self.failure_threshold, bool)
-            or self.failure_threshold < 0
-        ):
-            raise ValueError("failure_threshold must be an integer >= 0")
-        for name in ("failure_cooldown", "rate_limit"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0")
         for name in ("deny", "allow"):
-            for entry in getattr(self, name):
+            entries = getattr(self, name)
+            if not isinstance(entries, tuple):
+                raise ValueError(f"{name} must be a list of JIDs or domains, not {entries!r}")
+            for entry in entries:
                 if not isinstance(entry, str) or not entry or entry != entry.strip():
                     raise ValueError(f"{name} entries must be JIDs or domains, not {entry!r}")
+
+
+def _seconds(
+    config: ProxyConfig, name: str, positive: bool = False, what: str = "a number of seconds"
+) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be {what}, not {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, not {value!r}")
+
+
+def _integer(config: ProxyConfig, name: str, least: int) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, not {value!r}")

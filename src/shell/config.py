@@ -6,16 +6,16 @@ wrong with it; the CLI prints it and exits 2.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client_proxy.core import ROUTING_STRATEGIES, ProxyConfig
+from client_proxy.core import ProxyConfig
 from slixmpp.jid import JID, InvalidJID
 
 __all__ = [
@@ -31,28 +31,26 @@ __all__ = [
 #: Read when neither `secret` nor `secret_file` is in the file.
 SECRET_ENV = "CLIENT_PROXY_SECRET"
 
-#: Every optional key with its default. The README's config reference lists the same.
-DEFAULTS: dict[str, Any] = {
-    "request_timeout": 30.0,
-    "retry_get": True,
-    "retry_set": False,
-    "max_outstanding": 10_000,
-    "max_per_requester": 1_000,
-    "sync_grace": 5.0,
+#: The TOML keys that are the core's settings, under the name of ProxyConfig's field where it
+#: differs (everything else in ProxyConfig keeps its name).
+_CORE_NAMES = {"component": "proxy_domain"}
+_CORE_DEFAULTS: dict[str, Any] = {
+    f.name: f.default
+    for f in dataclasses.fields(ProxyConfig)
+    if f.default is not dataclasses.MISSING
+}
+#: Settings of the daemon itself (the core never sees them), with their defaults.
+SHELL_DEFAULTS: dict[str, Any] = {
     "drain_timeout": 5.0,
     "reconnect_max_delay": 30.0,
     "seed": None,
-    "routing": "random",
-    "resource_pattern": None,
-    "failure_threshold": 3,
-    "failure_cooldown": 30.0,
-    "allow": [],
-    "deny": [],
-    "rate_limit": 100.0,
-    "rate_burst": 200,
-    "outbound_iq": True,
-    "messages": True,
     "event_loop": "asyncio",
+}
+#: Every optional key with its default, as the README's config reference lists them: the core's
+#: come from ProxyConfig, the one source of truth (lists where TOML has lists).
+DEFAULTS: dict[str, Any] = {
+    **{k: list(v) if isinstance(v, tuple) else v for k, v in _CORE_DEFAULTS.items()},
+    **SHELL_DEFAULTS,
 }
 #: The values of `event_loop`: the standard library's loop, or uvloop (an optional dependency:
 #: `pip install 'client-proxy[uvloop]'`).
@@ -121,14 +119,8 @@ def parse_settings(
     secret = _secret(raw, base, env)
 
     values = {**DEFAULTS, **{k: v for k, v in raw.items() if k in DEFAULTS}}
-    request_timeout = _seconds(values, "request_timeout", positive=True)
-    sync_grace = _seconds(values, "sync_grace")
     drain_timeout = _seconds(values, "drain_timeout")
     reconnect_max_delay = _seconds(values, "reconnect_max_delay", positive=True)
-    retry_get = _bool(values, "retry_get")
-    retry_set = _bool(values, "retry_set")
-    max_outstanding = _count(values, "max_outstanding")
-    max_per_requester = _count(values, "max_per_requester")
     seed = values["seed"]
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ConfigError(f"seed must be an integer, not {seed!r}")
@@ -139,51 +131,19 @@ def parse_settings(
         raise ConfigError(
             "event_loop = 'uvloop' needs the uvloop package: pip install 'client-proxy[uvloop]'"
         )
-    if target.split("@", 1)[1] == component:
-        raise ConfigError(f"target {target!r} must not be an address at the component itself")
-    routing = values["routing"]
-    if routing not in ROUTING_STRATEGIES:
-        raise ConfigError(
-            f"routing {routing!r} is not one of {', '.join(sorted(ROUTING_STRATEGIES))}"
-        )
-    pattern = values["resource_pattern"]
-    if pattern is not None:
-        if not isinstance(pattern, str) or not pattern:
-            raise ConfigError(f"resource_pattern must be a regular expression, not {pattern!r}")
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ConfigError(
-                f"resource_pattern {pattern!r} is not a regular expression: {exc}"
-            ) from None
-    failure_threshold = values["failure_threshold"]
-    if (
-        isinstance(failure_threshold, bool)
-        or not isinstance(failure_threshold, int)
-        or failure_threshold < 0
-    ):
-        raise ConfigError(f"failure_threshold must be an integer >= 0, not {failure_threshold!r}")
 
-    core = ProxyConfig(
-        proxy_domain=component,
-        target=target,
-        request_timeout=request_timeout,
-        retry_get=retry_get,
-        retry_set=retry_set,
-        max_outstanding=max_outstanding,
-        max_per_requester=max_per_requester,
-        sync_grace=sync_grace,
-        routing=routing,
-        resource_pattern=pattern,
-        failure_threshold=failure_threshold,
-        failure_cooldown=_seconds(values, "failure_cooldown"),
-        deny=_jid_list(values, "deny"),
-        allow=_jid_list(values, "allow"),
-        rate_limit=_seconds(values, "rate_limit"),
-        rate_burst=_count(values, "rate_burst"),
-        outbound_iq=_bool(values, "outbound_iq"),
-        messages=_bool(values, "messages"),
-    )
+    # The core's settings are checked by ProxyConfig itself; the shell only turns TOML into its
+    # types (lists into tuples, JIDs normalised as the server would).
+    core_values = {k: values[k] for k in _CORE_DEFAULTS}
+    core_values["deny"] = _jid_list(values, "deny")
+    core_values["allow"] = _jid_list(values, "allow")
+    try:
+        core = ProxyConfig(proxy_domain=component, target=target, **core_values)
+    except ValueError as exc:
+        message = str(exc)
+        for key, name in _CORE_NAMES.items():
+            message = message.replace(name, key)
+        raise ConfigError(message) from None
     return Settings(core, host, port, secret, drain_timeout, reconnect_max_delay, seed, event_loop)
 
 
@@ -278,17 +238,3 @@ def _seconds(values: dict[str, Any], key: str, positive: bool = False) -> float:
     if value < 0 or (positive and value == 0):
         raise ConfigError(f"{key} must be {'> 0' if positive else '>= 0'}, not {value!r}")
     return float(value)
-
-
-def _bool(values: dict[str, Any], key: str) -> bool:
-    value = values[key]
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false, not {value!r}")
-    return value
-
-
-def _count(values: dict[str, Any], key: str) -> int:
-    value = values[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key} must be an integer >= 1, not {value!r}")
-    return value

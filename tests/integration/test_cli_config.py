@@ -103,6 +103,7 @@ BAD_CASES: dict[str, tuple[dict[str, Any] | str, tuple[str, ...]]] = {
     "target full JID": (with_(target="svc@localhost/res"), ("target",)),
     "target bad JID": (with_(target="svc@@local host"), ("target",)),
     "component with localpart": (with_(component="proxy@localhost"), ("component",)),
+    "target at the component": (with_(target="svc@proxy.localhost"), ("target",)),
     "unreadable secret_file": (
         with_(secret=None, secret_file="/nonexistent/client-proxy/secret"),
         ("secret_file",),
