@@ -19,8 +19,8 @@ test-long:
 
 # ruff on everything.
 lint:
-    ruff check src tests benchmarks examples
-    ruff format --check src tests benchmarks examples
+    ruff check src tests benchmarks examples hatch_build.py
+    ruff format --check src tests benchmarks examples hatch_build.py
 
 # mypy --strict on the core, the simulation and the conformance kit.
 typecheck:
