@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -43,6 +44,26 @@ def _assert_client_proxy_only(names: list[str]) -> None:
 
 def test_the_wheel_holds_client_proxy_packages_only(tmp_path: Path) -> None:
     _assert_client_proxy_only(_wheel_names(ROOT, tmp_path))
+
+
+def test_a_wheel_built_from_the_sdist_holds_them_too(tmp_path: Path) -> None:
+    # As pip installs from an sdist: the sdist must carry src/, even next to an editable install's
+    # links in build/editable.
+    code = f"import hatchling.build as b; print(b.build_sdist({str(tmp_path)!r}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=ROOT,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    ).stdout
+    sdist = tmp_path / out.strip().splitlines()[-1]
+    safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    shutil.unpack_archive(sdist, tmp_path / "unpacked", **safe)
+    (project,) = (tmp_path / "unpacked").iterdir()
+    assert not (project / "build").exists()
+    _assert_client_proxy_only(_wheel_names(project, tmp_path / "wheel"))
 
 
 def test_the_editable_install_imports_under_client_proxy_only() -> None:
