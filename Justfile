@@ -1,4 +1,6 @@
-# client-proxy's tasks. On a fresh machine run them through ./just, which installs what they need.
+# client-proxy's tasks. Each recipe that needs the virtualenv first runs `setup`, which installs
+# what is missing (scripts/bootstrap), so `just test` works from a fresh clone with any `just` on
+# the PATH. ./just does the same with the virtualenv's own `just`.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -9,40 +11,46 @@ export PATH := venv + ":" + env_var("PATH")
 default:
     @just --list
 
+# scripts/bootstrap: prosody, .venv with client-proxy and its dev tools. Nothing to do takes about
+# 50 ms; skipped when ./just has just run it for this checkout.
+[private]
+setup:
+    @[ "${CLIENT_PROXY_BOOTSTRAPPED:-}" = "{{justfile_directory()}}" ] || "{{justfile_directory()}}/scripts/bootstrap"
+
 # Everything CI runs: lint, types, unit, property (ci profile under CI) and integration tests.
-test: lint typecheck
+test: setup lint typecheck
     python -m pytest tests
 
 # The property tests with the long Hypothesis profile (thousands of examples each).
-test-long:
+test-long: setup
     HYPOTHESIS_PROFILE=long python -m pytest tests/property -x
 
 # ruff on everything.
-lint:
-    ruff check src tests benchmarks examples
-    ruff format --check src tests benchmarks examples
+lint: setup
+    ruff check src tests benchmarks examples hatch_build.py
+    ruff format --check src tests benchmarks examples hatch_build.py
 
 # mypy --strict on the core, the simulation and the conformance kit.
-typecheck:
+typecheck: setup
     mypy
 
 # Requests per second and bytes per outstanding request through the core alone.
-bench-core:
+bench-core: setup
     python -m benchmarks.bench_core
 
 # The main job: a throwaway Prosody on loopback, the proxy, a two-resource service and a user.
-demo:
+demo: setup
     python examples/demo.py
 
 # One request through the proxy in a simulated deployment, no XMPP server: the four stanzas.
-sim:
+sim: setup
     python -m client_proxy.sim
 
 # Against a real Prosody, direct vs through the proxy at 1/10/100 in flight: docs/benchmarks.md.
-bench *ARGS:
+bench *ARGS: setup
     python -c 'import matplotlib' 2>/dev/null || python -m pip install -q --disable-pip-version-check -e '.[dev,bench]' || echo "bench: could not install the bench extra; no plot"
     python -m benchmarks.bench {{ARGS}}
 
 # Load under resource churn and a proxy restart for SECONDS (default 300); fails on a lost request.
-soak SECONDS=env_var_or_default("SOAK_SECONDS", "300") *ARGS:
+soak SECONDS=env_var_or_default("SOAK_SECONDS", "300") *ARGS: setup
     python -m benchmarks.soak --duration {{SECONDS}} {{ARGS}}
