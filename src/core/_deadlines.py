@@ -12,9 +12,11 @@ from __future__ import annotations
 from ._calls import shut_down_call, time_out_call
 from ._messages import forget_route
 from ._policy import sweep
-from ._queue import entries, first
+from ._queue import entries, first, queue_key
 from ._requests import refuse_parked, shut_down, time_out
-from ._state import QueueEntry, Step, Subscription
+from ._state import ProxyState, QueueEntry, Step, Subscription
+
+_INF = float("inf")
 
 __all__ = ["expire", "next_deadline"]
 
@@ -62,11 +64,26 @@ def expire(w: Step) -> None:
         sweep(w)
 
 
-def next_deadline(w: Step) -> float | None:
+def next_deadline(w: Step, before: ProxyState) -> float | None:
     """When the machine next needs :class:`~client_proxy.core.TimePassed` (None: never): the
     earliest of the first queue entry's deadline, the end of the resync grace while something
     waits for it (requests parked, or the subscription not answered yet), the end of a drain
-    still to come, and the rate limit's next sweep."""
+    still to come, and the rate limit's next sweep.
+
+    ``before`` is the state the step started from: when none of these can have moved (the same
+    session, the same sweep, the same entry still first in the queue, which keeps its deadline),
+    its deadline stands. That is most steps: a request joins the end of the queue, and a reply
+    answers a request other than the oldest."""
+    head = w.head
+    if (
+        w.session is before.session
+        and w.sweep_at == before.sweep_at
+        and head == before.head
+        and head < before.next_seq
+        and queue_key(head) in w.queue
+    ):
+        due = before.due
+        return None if due == _INF else due
     entry = first(w)
     deadline = None if entry is None else _deadline(w, entry)
     session = w.session

@@ -52,7 +52,7 @@ What else can happen to it, each ending in exactly one answer:
   [``_link.disconnected``, ``_link.deliver``, ``_link.connected``];
 - the proxy is stopped (:class:`StopRequested`): replies are still relayed during the drain,
   then what is left gets `service-unavailable` (wait), and :class:`Stopped` is emitted
-  [``_link.stop``, ``_deadlines.expire``, ``_requests.shut_down``, :func:`_finish`].
+  [``_link.stop``, ``_deadlines.expire``, ``_requests.shut_down``, :func:`_stopped`].
 
 **Which resource** [``_routing``]. The configured strategy (``routing``: random, round-robin,
 least-outstanding, priority, sticky) picks among the *eligible* online resources: those whose
@@ -107,7 +107,7 @@ from ._events import (
     StopRequested,
     TimePassed,
 )
-from ._jid import domain_of, of_account, resource_of
+from ._jid import domain_of, resource_of
 from ._link import connected, disconnected, stop
 from ._messages import message_from_target, message_to_target
 from ._outputs import Stopped, Transition
@@ -164,11 +164,17 @@ def step(state: ProxyState, event: Event) -> Transition:
         expire(w)
     else:
         raise TypeError(f"not a client-proxy event: {event!r}")
-    if w.now + w.config.request_timeout <= w.now:
+    now = w.now
+    if now + w.config.request_timeout <= now:
         # A clock so large (or infinite) that adding the timeout changes nothing: what was
         # accepted in this step is due already, and is answered now rather than kept past it.
         expire(w)
-    return _finish(w)
+    session = w.session
+    if session.stop_at is not None and not session.stopped and not w.requests and not w.calls:
+        _stopped(w)
+    deadline = next_deadline(w, state)
+    w.due = _INF if deadline is None else deadline
+    return build(Transition, (w.close(), tuple(w.out), deadline))
 
 
 def _received(w: Step, s: Stanza) -> None:
@@ -184,7 +190,11 @@ def _received(w: Step, s: Stanza) -> None:
     if to != proxy and not to.startswith(proxy + "/") and domain_of(to) != proxy:
         w.count("dropped.not_for_us")
         return
-    from_target = of_account(sender, cfg.target)
+    target = cfg.target
+    # _jid.of_account(sender, target), spelled out: this runs for every stanza.
+    from_target = sender.startswith(target) and (
+        len(sender) == len(target) or sender[len(target)] == "/"
+    )
     kind = s.kind
     if kind == "iq":
         iq_type = s.type
@@ -222,18 +232,14 @@ def _received(w: Step, s: Stanza) -> None:
         w.count("dropped.malformed")
 
 
-def _finish(w: Step) -> Transition:
-    """Emit :class:`Stopped` once a stop has nothing left to answer, and freeze the step."""
+def _stopped(w: Step) -> None:
+    """A stop has nothing left to answer: :class:`Stopped`, and the transport closes."""
     session = w.session
-    if session.stop_at is not None and not session.stopped and not w.requests and not w.calls:
-        w.session = session._replace(stopped=True)
-        w.out.append(Stopped())
-        if session.held:
-            w.log(
-                "warning",
-                "stop.undelivered",
-                f"stopped while offline: {len(session.held)} answer(s) could not be sent",
-            )
-    deadline = next_deadline(w)
-    w.due = _INF if deadline is None else deadline
-    return build(Transition, (w.close(), tuple(w.out), deadline))
+    w.session = session._replace(stopped=True)
+    w.out.append(Stopped())
+    if session.held:
+        w.log(
+            "warning",
+            "stop.undelivered",
+            f"stopped while offline: {len(session.held)} answer(s) could not be sent",
+        )

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from immutables import Map
 
-from ._config import ProxyConfig
 from ._errors import FORBIDDEN, SHUTTING_DOWN, TOO_FAST, TOO_MANY, TOO_MANY_FROM_YOU, refuse
 from ._jid import bare, domain_of, resource_of
 from ._stanzas import Stanza
 from ._state import Step
 
-__all__ = ["admit", "charge", "listed", "rate_check", "sweep", "sweep_period", "within_caps"]
+__all__ = ["admit", "listed", "rate_check", "sweep", "sweep_period", "within_caps"]
 
 
 def listed(requester: str, entries: tuple[str, ...]) -> bool:
@@ -57,22 +56,6 @@ def sweep_period(rate: float, burst: int) -> float:
     return max(1.0, burst / rate)
 
 
-def charge(
-    config: ProxyConfig, rates: Map[str, float], sweep_at: float, requester: str, now: float
-) -> tuple[Map[str, float], float] | None:
-    """A request from ``requester`` at ``now`` against the rate limit (``config.rate_limit`` >
-    0), given the TATs and the next sweep time: their new values if it is within its rate,
-    else None (refuse it)."""
-    rate = config.rate_limit
-    burst = config.rate_burst
-    tat = rate_check(rates.get(requester), now, rate, burst)
-    if tat is None:
-        return None
-    if sweep_at == float("inf"):
-        sweep_at = now + sweep_period(rate, burst)
-    return rates.set(requester, tat), sweep_at
-
-
 def admit(w: Step, s: Stanza, requester: str) -> bool:
     """The checks every request and message from a user passes first, in this order: the allow
     and deny lists (`forbidden`), shutting down (`service-unavailable`), the requester's rate
@@ -86,12 +69,16 @@ def admit(w: Step, s: Stanza, requester: str) -> bool:
     if w.session.stop_at is not None:
         refuse(w, s, SHUTTING_DOWN, "refused.shutting_down")
         return False
-    if cfg.rate_limit > 0:
-        charged = charge(cfg, w.rates, w.sweep_at, requester, w.now)
-        if charged is None:
+    rate = cfg.rate_limit
+    if rate > 0:
+        now = w.now
+        tat = rate_check(w.rates.get(requester), now, rate, cfg.rate_burst)
+        if tat is None:
             refuse(w, s, TOO_FAST, "refused.rate_limit")
             return False
-        w.rates, w.sweep_at = charged
+        w.rates = w.rates.set(requester, tat)
+        if w.sweep_at == float("inf"):
+            w.sweep_at = now + sweep_period(rate, cfg.rate_burst)
     return True
 
 

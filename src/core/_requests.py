@@ -122,7 +122,7 @@ def forward(w: Step, o: Outstanding, resource: str) -> None:
 def redispatch(w: Step, key: RequestKey, o: Outstanding, ready: tuple[TargetResource, ...]) -> None:
     """Send ``o`` (parked, or its resource gone or failing) to one of ``ready``, keeping its
     deadline."""
-    if o.resource is not None:
+    if o.resource is not None and w.config.routing == "least-outstanding":
         _unload(w, o.resource)
     resource = choose(w, ready, key[0])
     tried = o.tried if resource in o.tried else (*o.tried, resource)
@@ -210,7 +210,7 @@ def answer(w: Step, key: RequestKey, o: Outstanding, reply: Stanza) -> None:
     )
     if o.resource is None:
         w.session = w.session._replace(parked=tuple(k for k in w.session.parked if k != key))
-    else:
+    elif w.config.routing == "least-outstanding":
         _unload(w, o.resource)
     deliver(w, reply)
 
@@ -221,9 +221,9 @@ def _answer_error(w: Step, key: RequestKey, error: StanzaError) -> None:
 
 
 def _unload(w: Step, resource: str) -> None:
-    if w.config.routing == "least-outstanding":
-        left = w.load.get(resource, 0) - 1
-        w.load = w.load.set(resource, left) if left > 0 else w.load.delete(resource)
+    """One request fewer at ``resource``, for `least-outstanding` routing."""
+    left = w.load.get(resource, 0) - 1
+    w.load = w.load.set(resource, left) if left > 0 else w.load.delete(resource)
 
 
 def time_out(w: Step, key: RequestKey) -> None:

@@ -21,7 +21,6 @@ from ._jid import bare
 from ._state import Step, TargetResource
 
 __all__ = [
-    "all_ready",
     "candidates",
     "choose",
     "next_random",
@@ -70,22 +69,16 @@ def rendezvous(candidates: tuple[TargetResource, ...], key: str) -> TargetResour
     return best
 
 
-def all_ready(resources: tuple[TargetResource, ...], now: float) -> bool:
-    """True if every resource may take a request at ``now``: eligible and not cooling down (the
-    usual case, in which the candidates are the resources themselves)."""
-    for r in resources:  # noqa: SIM110  (all() over a generator is slower, on the hot path)
-        if not r.eligible or r.cooling_until > now:
-            return False
-    return True
-
-
 def candidates(w: Step) -> tuple[TargetResource, ...]:
     """The resources a request may go to: eligible ones not cooling down; if every eligible one
     is cooling down, all of them rather than none."""
     resources = w.session.resources
     now = w.now
-    if all_ready(resources, now):
-        return resources  # the usual case, without building a tuple
+    for r in resources:
+        if not r.eligible or r.cooling_until > now:
+            break
+    else:
+        return resources  # the usual case: all are ready, and no tuple is built
     ready = tuple(r for r in resources if r.eligible and r.cooling_until <= now)
     return ready or tuple(r for r in resources if r.eligible)
 

@@ -244,7 +244,7 @@ _fields_of = attrgetter(*ProxyState._fields)
 class Step:
     """One step's working copy of a :class:`ProxyState`, and the outputs so far.
 
-    Each field of :class:`ProxyState` is an attribute here, read by name when the step opens and
+    Each field of :class:`ProxyState` is an attribute here, unpacked when the step opens and
     frozen back by :meth:`close`; ``out`` collects the outputs. The functions of the machine's
     modules take it as their first argument (``w``) and update it in place.
     """
@@ -271,25 +271,29 @@ class Step:
     out: list[Output]
 
     def __init__(self, state: ProxyState, now: float) -> None:
-        self.config = state.config
-        self.rng = state.rng
-        then = state.now
+        # One unpacking, in ProxyState's order: a third of the cost of reading 17 fields by name,
+        # on every step. A slip in the order fails test_state's round trip at once.
+        (
+            self.config,
+            self.rng,
+            then,
+            self.requests,
+            self.per_requester,
+            self.queue,
+            self.head,
+            self.next_seq,
+            self.rates,
+            self.sweep_at,
+            self.turn,
+            self.load,
+            self.lates,
+            self.calls,
+            self.routes,
+            self.session,
+            self.due,
+        ) = state
         # Time never runs backwards inside the core (see _events): NaN and the past become `then`.
         self.now = now if now > then else then
-        self.requests = state.requests
-        self.per_requester = state.per_requester
-        self.queue = state.queue
-        self.head = state.head
-        self.next_seq = state.next_seq
-        self.rates = state.rates
-        self.sweep_at = state.sweep_at
-        self.turn = state.turn
-        self.load = state.load
-        self.lates = state.lates
-        self.calls = state.calls
-        self.routes = state.routes
-        self.session = state.session
-        self.due = state.due
         self.out = []
 
     def close(self) -> ProxyState:
