@@ -31,6 +31,7 @@ from ._config import ROUTING_STRATEGIES, ProxyConfig
 from ._events import (
     ConnectionLost,
     ConnectionUp,
+    EndOfStreamSent,
     Event,
     StanzaReceived,
     StopRequested,
@@ -39,7 +40,16 @@ from ._events import (
 from ._jat import decode_requester, encode_requester, translation_problem
 from ._jid import MAX_PART_BYTES
 from ._machine import step
-from ._outputs import CountMetric, LogLevel, LogRecord, Output, SendStanza, Stopped, Transition
+from ._outputs import (
+    CountMetric,
+    LogLevel,
+    LogRecord,
+    Output,
+    Reconnect,
+    SendStanza,
+    Stopped,
+    Transition,
+)
 from ._stanzas import (
     ERROR_CONDITIONS,
     ERROR_TYPES,
@@ -66,6 +76,7 @@ __all__ = [
     "ConnectionLost",
     "ConnectionUp",
     "CountMetric",
+    "EndOfStreamSent",
     "Event",
     "Link",
     "LogLevel",
@@ -73,6 +84,7 @@ __all__ = [
     "Output",
     "ProxyConfig",
     "ProxyState",
+    "Reconnect",
     "SendStanza",
     "Session",
     "Stanza",

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from ._errors import NOT_A_USER, NOT_PROXIED, SHUTTING_DOWN, TIMEOUT, TOO_MANY, error_reply, refuse
 from ._jat import decode_requester, translation_problem
 from ._jid import resource_of
-from ._link import deliver
+from ._link import send
 from ._queue import dequeue, enqueue
 from ._routing import next_random
 from ._stanzas import Stanza
@@ -57,7 +57,7 @@ def call(w: Step, s: Stanza) -> None:
     ident = f"cp-{seq:x}-{value:016x}"
     enqueue(w, ("call", user, ident))
     w.calls = w.calls.set((user, ident), Call(seq, s, w.now + cfg.request_timeout, user))
-    w.send(Stanza("iq", s.type, ident, cfg.proxy_domain, user, s.payload, None, None, s.extra))
+    send(w, Stanza("iq", s.type, ident, cfg.proxy_domain, user, s.payload, None, None, s.extra))
 
 
 def call_answered(w: Step, s: Stanza, user: str) -> None:
@@ -104,4 +104,4 @@ def drop_calls_from(w: Step, gone: Iterable[str] | None) -> None:
 def _answer(w: Step, key: tuple[str, str], c: Call, answer: Stanza) -> None:
     w.calls = w.calls.delete(key)
     dequeue(w, c.seq)
-    deliver(w, answer)
+    send(w, answer)

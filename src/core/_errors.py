@@ -6,6 +6,7 @@ text that tells the requester what happened.
 
 from __future__ import annotations
 
+from ._link import send
 from ._stanzas import Stanza, StanzaError
 from ._state import Step, build
 
@@ -70,4 +71,4 @@ def refuse(w: Step, s: Stanza, error: StanzaError, counter: str) -> None:
         w.count("dropped.error_to_error")
         return
     w.count(counter)
-    w.send(error_reply(s, error))
+    send(w, error_reply(s, error))

@@ -14,6 +14,7 @@ from ._stanzas import Stanza
 __all__ = [
     "ConnectionLost",
     "ConnectionUp",
+    "EndOfStreamSent",
     "Event",
     "StanzaReceived",
     "StopRequested",
@@ -51,6 +52,15 @@ class TimePassed:
 
 
 @dataclass(frozen=True, slots=True)
+class EndOfStreamSent:
+    """After :class:`~client_proxy.core.Stopped`, the transport has written the proxy's end of
+    stream (RFC 6120 §4.4). Stanzas the server routed before it read it may still arrive, until
+    :class:`ConnectionLost`; the core holds their answers for a fresh stream."""
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class StopRequested:
     """Shut down: refuse new requests, wait up to ``drain`` seconds for outstanding replies, then
     answer what is left with an error and emit :class:`~client_proxy.core.Stopped`."""
@@ -59,4 +69,6 @@ class StopRequested:
     drain: float = 0.0
 
 
-Event = ConnectionUp | ConnectionLost | StanzaReceived | TimePassed | StopRequested
+Event = (
+    ConnectionUp | ConnectionLost | StanzaReceived | TimePassed | StopRequested | EndOfStreamSent
+)

@@ -26,7 +26,6 @@ from ._jid import MAX_PART_BYTES, bare, resource_of
 __all__ = ["decode_requester", "encode_requester", "translation_problem"]
 
 
-
 def encode_requester(proxy_domain: str, requester: str) -> str:
     """The translated address the implementing client sees as `from`: `proxy-domain/<requester>`.
 

@@ -33,7 +33,7 @@ same stanza, same id and payload, goes to ``svc@example.org/a`` from
 to='proxy.example.org/user@example.org/abc' from='svc@example.org/a'>``. The proxy finds the
 outstanding request by (requester, id), checks that the reply comes from the very resource that
 has it, and sends the reply to ``user@example.org/abc`` from exactly the address the user wrote
-to, ``proxy.example.org`` [``_requests.answer``, ``_link.deliver``]. The request is answered and
+to, ``proxy.example.org`` [``_requests.answer``, ``_link.send``]. The request is answered and
 forgotten [``_queue.dequeue``]; a second reply finds nothing and is dropped and counted.
 
 What else can happen to it, each ending in exactly one answer:
@@ -49,10 +49,12 @@ What else can happen to it, each ending in exactly one answer:
   relayed [``_requests.reply``, ``_routing.track_failures``];
 - the component stream is lost: the request stays outstanding (its resource may still answer
   after the reconnect); answers due while the link is down are held and sent when it is back
-  [``_link.disconnected``, ``_link.deliver``, ``_link.connected``];
+  [``_link.disconnected``, ``_link.send``, ``_link.connected``];
 - the proxy is stopped (:class:`StopRequested`): replies are still relayed during the drain,
   then what is left gets `service-unavailable` (wait), and :class:`Stopped` is emitted
-  [``_link.stop``, ``_deadlines.expire``, ``_requests.shut_down``, :func:`_stopped`].
+  [``_link.stop``, ``_deadlines.expire``, ``_requests.shut_down``, ``_link.stopped``]. A
+  request the server routed before it read the proxy's end of stream still gets its answer, on
+  a fresh stream [``_link.end_of_stream``, ``_link.late_arrival``, ``_link.disconnected``].
 
 **Which resource** [``_routing``]. The configured strategy (``routing``: random, round-robin,
 least-outstanding, priority, sticky) picks among the *eligible* online resources: those whose
@@ -102,19 +104,20 @@ from ._errors import BAD_REQUEST, refuse
 from ._events import (
     ConnectionLost,
     ConnectionUp,
+    EndOfStreamSent,
     Event,
     StanzaReceived,
     StopRequested,
     TimePassed,
 )
 from ._jid import domain_of, resource_of
-from ._link import connected, disconnected, stop
+from ._link import connected, disconnected, end_of_stream, late_arrival, stop, stopped
 from ._messages import message_from_target, message_to_target
-from ._outputs import Stopped, Transition
+from ._outputs import Transition
 from ._presence import target_presence
 from ._requests import accept, reply
 from ._stanzas import Stanza
-from ._state import ProxyState, Step, build
+from ._state import Link, ProxyState, Step, build
 
 __all__ = ["step"]
 
@@ -135,6 +138,8 @@ def step(state: ProxyState, event: Event) -> Transition:
         # Deadlines first: a reply that arrives after its request's deadline finds it answered.
         if w.now >= state.due:
             expire(w)
+        if w.session.link is Link.CLOSING:
+            late_arrival(w, event.stanza)  # type: ignore[union-attr]
         _received(w, event.stanza)  # type: ignore[union-attr]
     elif kind is TimePassed:
         w = Step(state, event.now)
@@ -162,6 +167,11 @@ def step(state: ProxyState, event: Event) -> Transition:
         # new entries are due `request_timeout` later, and parking only happens before
         # sync_until.
         expire(w)
+    elif kind is EndOfStreamSent:
+        w = Step(state, event.now)
+        if w.now >= state.due:
+            expire(w)
+        end_of_stream(w)
     else:
         raise TypeError(f"not a client-proxy event: {event!r}")
     now = w.now
@@ -171,7 +181,7 @@ def step(state: ProxyState, event: Event) -> Transition:
         expire(w)
     session = w.session
     if session.stop_at is not None and not session.stopped and not w.requests and not w.calls:
-        _stopped(w)
+        stopped(w)
     deadline = next_deadline(w, state)
     w.due = _INF if deadline is None else deadline
     return build(Transition, (w.close(), tuple(w.out), deadline))
@@ -230,16 +240,3 @@ def _received(w: Step, s: Stanza) -> None:
             message_to_target(w, s, sender)
     else:
         w.count("dropped.malformed")
-
-
-def _stopped(w: Step) -> None:
-    """A stop has nothing left to answer: :class:`Stopped`, and the transport closes."""
-    session = w.session
-    w.session = session._replace(stopped=True)
-    w.out.append(Stopped())
-    if session.held:
-        w.log(
-            "warning",
-            "stop.undelivered",
-            f"stopped while offline: {len(session.held)} answer(s) could not be sent",
-        )

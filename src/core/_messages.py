@@ -11,6 +11,7 @@ from ._calls import user_address
 from ._errors import NO_RESOURCE, NOT_PROXIED, not_acceptable, refuse
 from ._jat import encode_requester, translation_problem
 from ._jid import bare
+from ._link import send
 from ._policy import admit
 from ._queue import dequeue, enqueue
 from ._routing import candidates, rendezvous
@@ -44,7 +45,8 @@ def message_to_target(w: Step, s: Stanza, sender: str) -> None:
             refuse(w, s, NO_RESOURCE, "refused.no_resource")
         return
     resource = rendezvous(ready, bare(sender)).name
-    w.send(
+    send(
+        w,
         Stanza(
             "message",
             s.type,
@@ -55,7 +57,7 @@ def message_to_target(w: Step, s: Stanza, sender: str) -> None:
             None,
             None,
             s.extra,
-        )
+        ),
     )
 
 
@@ -68,8 +70,9 @@ def message_from_target(w: Step, s: Stanza, resource: str) -> None:
     user = user_address(w, s)
     if user is None:
         return
-    w.send(
-        Stanza("message", s.type, s.id, cfg.proxy_domain, user, s.payload, s.error, None, s.extra)
+    send(
+        w,
+        Stanza("message", s.type, s.id, cfg.proxy_domain, user, s.payload, s.error, None, s.extra),
     )
     if s.type == "error" or not s.id:
         return
@@ -99,7 +102,8 @@ def _error_from_user(w: Step, s: Stanza, user: str) -> None:
         w.count("dropped.message_error_unmatched")
         return
     forget_route(w, key)
-    w.send(
+    send(
+        w,
         Stanza(
             "message",
             "error",
@@ -110,5 +114,5 @@ def _error_from_user(w: Step, s: Stanza, user: str) -> None:
             s.error,
             None,
             s.extra,
-        )
+        ),
     )

@@ -1,9 +1,9 @@
 """Outputs: what the core asks its transport to do, as data.
 
-The core proposes, the transport disposes: it sends each :class:`SendStanza` in order, turns each
-:class:`LogRecord` into a log line, adds each :class:`CountMetric` to its counters, and when it
-sees :class:`Stopped` it disconnects. ``Transition.deadline`` is when to call back with
-:class:`~client_proxy.core.TimePassed` (None: no timer needed).
+The core proposes, the transport disposes: it sends each :class:`SendStanza` in order, turns
+each :class:`LogRecord` into a log line, adds each :class:`CountMetric` to its counters, ends the
+stream on :class:`Stopped` and opens a fresh one on :class:`Reconnect`. ``Transition.deadline``
+is when to call back with :class:`~client_proxy.core.TimePassed` (None: no timer needed).
 """
 
 from __future__ import annotations
@@ -15,7 +15,16 @@ from ._stanzas import Stanza
 if TYPE_CHECKING:
     from ._state import ProxyState
 
-__all__ = ["CountMetric", "LogLevel", "LogRecord", "Output", "SendStanza", "Stopped", "Transition"]
+__all__ = [
+    "CountMetric",
+    "LogLevel",
+    "LogRecord",
+    "Output",
+    "Reconnect",
+    "SendStanza",
+    "Stopped",
+    "Transition",
+]
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -41,12 +50,20 @@ class CountMetric(NamedTuple):
 
 
 class Stopped(NamedTuple):
-    """Every request has been answered after :class:`StopRequested`: the transport may close."""
+    """Every request has been answered after :class:`StopRequested`: the transport ends the
+    stream (and tells the core with :class:`~client_proxy.core.EndOfStreamSent`), then exits once
+    the stream is gone, unless the core asks for a :class:`Reconnect`."""
+
+
+class Reconnect(NamedTuple):
+    """After :class:`Stopped`: the core holds answers that came due after the stream ended (or
+    while it was down). Open a fresh stream; at its :class:`~client_proxy.core.ConnectionUp` the
+    core sends them, and the transport then ends that stream as after :class:`Stopped`."""
 
 
 # Outputs are NamedTuples rather than frozen dataclasses for the reason given at the end of
 # ``_stanzas``: two are built for every proxied request.
-Output = SendStanza | LogRecord | CountMetric | Stopped
+Output = SendStanza | LogRecord | CountMetric | Stopped | Reconnect
 
 
 class Transition(NamedTuple):

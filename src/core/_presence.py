@@ -12,6 +12,7 @@ import re
 
 from ._calls import drop_calls_from
 from ._jid import resource_of
+from ._link import send
 from ._outputs import LogLevel
 from ._requests import redispatch, refuse_parked, reroute
 from ._routing import candidates
@@ -52,7 +53,7 @@ def target_presence(w: Step, s: Stanza, sender: str) -> None:
             return
         w.session = w.session._replace(subscription=Subscription.APPROVED)
         # Only now: a probe while the subscription is pending makes Prosody drop it.
-        w.send(Stanza("presence", type="probe", from_=cfg.proxy_domain, to=cfg.target))
+        send(w, Stanza("presence", type="probe", from_=cfg.proxy_domain, to=cfg.target))
         w.log(
             "info",
             "subscription.approved",

@@ -19,8 +19,7 @@ from ._errors import (
     refuse,
 )
 from ._jat import translation_problem
-from ._link import deliver
-from ._outputs import SendStanza
+from ._link import send
 from ._policy import admit, within_caps
 from ._queue import dequeue, enqueue
 from ._routing import candidates, choose, track_failures
@@ -116,7 +115,7 @@ def forward(w: Step, o: Outstanding, resource: str) -> None:
         None,
         r.extra,
     )
-    w.out.append(build(SendStanza, (build(Stanza, forwarded),)))
+    send(w, build(Stanza, forwarded))
 
 
 def redispatch(w: Step, key: RequestKey, o: Outstanding, ready: tuple[TargetResource, ...]) -> None:
@@ -212,7 +211,7 @@ def answer(w: Step, key: RequestKey, o: Outstanding, reply: Stanza) -> None:
         w.session = w.session._replace(parked=tuple(k for k in w.session.parked if k != key))
     elif w.config.routing == "least-outstanding":
         _unload(w, o.resource)
-    deliver(w, reply)
+    send(w, reply)
 
 
 def _answer_error(w: Step, key: RequestKey, error: StanzaError) -> None:

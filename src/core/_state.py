@@ -28,7 +28,7 @@ from typing import NamedTuple, TypeVar
 from immutables import Map
 
 from ._config import ProxyConfig
-from ._outputs import CountMetric, LogLevel, LogRecord, Output, SendStanza
+from ._outputs import CountMetric, LogLevel, LogRecord, Output
 from ._stanzas import Stanza
 
 __all__ = [
@@ -78,6 +78,8 @@ class Link(enum.Enum):
 
     DOWN = "down"
     UP = "up"
+    #: the proxy has ended the stream after a stop; the server may still route to it
+    CLOSING = "closing"
 
 
 class Subscription(enum.Enum):
@@ -305,6 +307,3 @@ class Step:
 
     def count(self, name: str) -> None:
         self.out.append(CountMetric(name))
-
-    def send(self, stanza: Stanza) -> None:
-        self.out.append(build(SendStanza, (stanza,)))

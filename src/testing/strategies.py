@@ -52,6 +52,7 @@ from client_proxy.core import (
     PRESENCE_TYPES,
     ConnectionLost,
     ConnectionUp,
+    EndOfStreamSent,
     Event,
     Output,
     ProxyConfig,
@@ -457,6 +458,7 @@ def any_events(
         st.builds(ConnectionUp, times()),
         st.builds(ConnectionLost, times()),
         st.builds(StopRequested, times(), times()),
+        st.builds(EndOfStreamSent, times()),
     )
 
 
@@ -587,6 +589,7 @@ def _plausible_events(
         ),
         st.just(ConnectionUp),
         st.just(ConnectionLost),
+        st.just(EndOfStreamSent),
         st.builds(lambda d: lambda now: StopRequested(now, d), st.sampled_from([0.0, 1.0, 60.0])),
         st.just(TimePassed),
     )

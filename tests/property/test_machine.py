@@ -47,6 +47,7 @@ from client_proxy.core import (
     step,
 )
 from client_proxy.core._jid import domain_of
+from client_proxy.core._link import MAX_FLUSHES
 from client_proxy.core._queue import queue_key, queue_seq
 from client_proxy.testing import strategies as cps
 from hypothesis import HealthCheck, settings
@@ -230,6 +231,7 @@ class Model:
         self.held: list[Sig] = []
         self.stop_at: float | None = None
         self.stopped = False
+        self.flushes = 0
         self.serials = 0
         self.orders = 0
         self.accepted: dict[int, Req | Call] = {}
@@ -256,10 +258,13 @@ class Model:
             self.owed.setdefault(r.key, []).append(r)
         self.prev_now = self.now
         self.now = max(self.now, event.now)
-        if isinstance(event, ConnectionLost) and self.link_up:
-            # The link goes first: what falls due in this very step must be held.
-            self.link_up = False
-            self.approved = False
+        if isinstance(event, ConnectionLost):
+            if self.link_up:
+                # The link goes first: what falls due in this very step must be held.
+                self.link_up = False
+                self.approved = False
+            if self.stopped:
+                self.flush()
         self.expire()
         if isinstance(event, StanzaReceived):
             self.received(event.stanza)
@@ -277,6 +282,18 @@ class Model:
         ):
             self.stopped = True
             self.expected_stopped = 1
+            if not self.link_up:
+                self.flush()
+
+    def flush(self) -> None:
+        """After the stop, answers held for want of a stream ask for a fresh one, at most
+        MAX_FLUSHES times; then they are given up (logged by id)."""
+        if not self.held:
+            return
+        if self.flushes < MAX_FLUSHES:
+            self.flushes += 1
+        else:
+            self.held = []
 
     def expire(self) -> None:
         # Requests and calls share one order (acceptance, which is deadline order): held
@@ -346,6 +363,8 @@ class Model:
         self.link_up = True
         self.expected.extend(self.held)
         self.held = []
+        if self.stopped:
+            return  # a stream after the stop only carries what was held
         self.resources = {}
         self.approved = False
         self.synced = False

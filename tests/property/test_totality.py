@@ -21,6 +21,7 @@ from client_proxy.core import (
     LogRecord,
     ProxyConfig,
     ProxyState,
+    Reconnect,
     SendStanza,
     Stanza,
     StanzaReceived,
@@ -69,7 +70,7 @@ def check_transition(state: ProxyState, event: Event, t: object) -> None:
     assert all(n <= cfg.max_per_requester for n in t.state.per_requester.values())
     assert not (t.state.now < state.now), "time ran backwards"
     for o in t.outputs:
-        assert isinstance(o, SendStanza | LogRecord | CountMetric | Stopped)
+        assert isinstance(o, SendStanza | LogRecord | CountMetric | Stopped | Reconnect)
         if isinstance(o, SendStanza) and o.stanza.type == "error" and o.stanza.error is not relayed:
             # An error the proxy made itself (a relayed one is the target's, whatever it says).
             assert o.stanza.error is not None
