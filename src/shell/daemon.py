@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import random
-import re
 import signal
 from collections import Counter
 from typing import Any
@@ -22,8 +21,11 @@ from client_proxy.core import (
     ConnectionLost,
     ConnectionUp,
     CountMetric,
+    EndOfStreamSent,
     Event,
+    Link,
     LogRecord,
+    Reconnect,
     SendStanza,
     StanzaReceived,
     Stopped,
@@ -70,10 +72,10 @@ _LEVELS = {
 # - What the daemon sends while slixmpp is parsing one read from the socket is written in one
 #   transport.write at the end of that read (one send() instead of one per stanza).
 # - After a stop, slixmpp's disconnect() writes the end of stream with send_raw(stream_footer)
-#   and keeps reading until the server closes: _Component notes that moment. What the server
-#   routed to us before it read our end of stream still arrives then; the core answers it as
-#   usual, and the daemon sends those answers on a fresh connection once the old one is gone
-#   (stop.late, stop.flush; stop.lost if even that fails).
+#   and keeps reading until the server closes: _Component reports that moment, and the daemon
+#   tells the core (EndOfStreamSent). What the server routed to us before it read our end of
+#   stream still arrives then; the core holds the answers and asks for a fresh connection
+#   (Reconnect) once the old one is gone.
 _BUILTIN_HANDLERS = ("IM", "IMError", "Presence")
 _BUILTIN_EVENTS = (
     "presence_probe",
@@ -91,21 +93,6 @@ _BUILTIN_EVENTS = (
 )
 
 
-#: How many fresh connections a stopping proxy makes for answers due after its end of stream;
-#: each is short, so the chance that yet another request slips in behind it keeps shrinking.
-_MAX_FLUSHES = 3
-_ID = re.compile(r" id='([^']*)'")
-
-
-def _local_name(tag: str) -> str:
-    return tag.rpartition("}")[2]
-
-
-def _ids(texts: list[str]) -> list[str]:
-    """The ids of the stanzas written as ``texts`` (for a log line)."""
-    return [m.group(1) if (m := _ID.search(t)) else "?" for t in texts]
-
-
 class _EveryStanza(MatcherBase):
     """Matches every iq, message and presence of the component stream."""
 
@@ -121,7 +108,8 @@ class _Component(ComponentXMPP):  # type: ignore[misc]
     """ComponentXMPP with its own stanza handling switched off.
 
     ``on_element`` gets every iq, message and presence element as parsed; ``flush`` gets what
-    was queued in ``batch`` while one read from the socket was being parsed.
+    was queued in ``batch`` while one read from the socket was being parsed; ``on_end_of_stream``
+    is called when our end of stream has been written.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -137,17 +125,13 @@ class _Component(ComponentXMPP):  # type: ignore[misc]
         self.on_element: Any = None
         self.flush: Any = None
         self.batch: list[str] | None = None
-        #: Set once our end of stream has gone out: nothing written after it counts.
-        self.stream_ended = False
-
-    def connection_made(self, transport: Any, send_event: bool = True) -> None:
-        self.stream_ended = False
-        super().connection_made(transport, send_event)
+        self.on_end_of_stream: Any = None
 
     def send_raw(self, data: str | bytes) -> None:
         super().send_raw(data)
-        if data == self.stream_footer:  # how slixmpp ends the stream (_end_stream_wait)
-            self.stream_ended = True
+        # How slixmpp ends the stream (_end_stream_wait).
+        if data == self.stream_footer and self.on_end_of_stream is not None:
+            self.on_end_of_stream()
 
     def _spawn_event(self, xml: Element) -> None:
         handler = self.on_element
@@ -193,23 +177,20 @@ class Daemon:
         self.finished: asyncio.Future[int] = self.loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._up = False
         self._stopping = False
         self._reconnect: asyncio.TimerHandle | None = None
         self._attempt = 0
         self._last_failure: str | None = None
         self._jitter = random.Random(seed)
-        #: Answers the core gave after our end of stream had gone out, and how many fresh
-        #: connections were made to send such answers.
-        self._late: list[str] = []
-        self._flushes = 0
-        self._flush_pending = False
+        #: The core asked for a fresh connection (Reconnect) and it is not up yet.
+        self._flushing = False
 
         xmpp = _Component(settings)
         self.xmpp = xmpp
         self._ns: str = xmpp.default_ns
         xmpp.on_element = self._on_element
         xmpp.flush = self._write
+        xmpp.on_end_of_stream = lambda: self.apply(EndOfStreamSent(self.loop.time()))
         xmpp.register_handler(Callback("client-proxy", _EveryStanza(self._ns), self._on_stanza))
         xmpp.add_event_handler("session_start", self._on_session_start)
         xmpp.add_event_handler("disconnected", self._on_disconnected)
@@ -231,6 +212,9 @@ class Daemon:
                 log.log(_LEVELS[output.level], "%s: %s", output.code, output.message)
             elif isinstance(output, Stopped):
                 self._on_stopped()
+            elif isinstance(output, Reconnect):
+                self._flushing = True
+                self.loop.call_soon(self.xmpp.connect)
         self._arm(transition.deadline)
 
     def _arm(self, deadline: float | None) -> None:
@@ -269,11 +253,6 @@ class Daemon:
             self._write([text])
 
     def _write(self, texts: list[str]) -> None:
-        if self.xmpp.stream_ended:
-            # Our end of stream has gone out: nothing written now would count. Keep these for
-            # a fresh connection (see _on_disconnected).
-            self._late.extend(texts)
-            return
         transport = self.xmpp.transport
         try:
             if transport is None:
@@ -289,8 +268,6 @@ class Daemon:
         self._on_element(stanza.xml)
 
     def _on_element(self, xml: Element) -> None:
-        if self.xmpp.stream_ended:
-            self._note_late(xml)
         core_stanza = from_element(xml)
         if core_stanza is None:
             return
@@ -305,67 +282,37 @@ class Daemon:
             )
         self.apply(StanzaReceived(self.loop.time(), core_stanza))
 
-    def _note_late(self, xml: Element) -> None:
-        # XEP-0114 has no way to stop the server routing to a component except closing the
-        # stream, so what it routed between our end of stream and its reading of it still comes
-        # in. The core answers it as usual; _write keeps the answer for a fresh connection.
-        self.counters["stop.late"] += 1
-        if _local_name(xml.tag) == "iq" and xml.get("type") in ("get", "set"):
-            log.info(
-                "stop.late: iq %s id=%s from %s arrived after our end of stream; its answer "
-                "goes out on a fresh connection",
-                xml.get("type"),
-                xml.get("id"),
-                xml.get("from"),
-            )
-
     def _on_session_start(self, _: Any) -> None:
         if self._stopping:
-            self._flush_late()
+            # The fresh connection the core asked for: it sends what it held, and this
+            # connection ends as after Stopped.
+            self._flushing = False
+            self.apply(ConnectionUp(self.loop.time()))
+            self.xmpp.disconnect(wait=2.0)
             return
         if self._last_failure is not None:
             log.info("connection.restored: after %d failed attempt(s)", self._attempt)
         self._attempt = 0
         self._last_failure = None
-        self._up = True
         self.apply(ConnectionUp(self.loop.time()))
 
     def _on_disconnected(self, reason: Any) -> None:
-        if self._up:
-            self._up = False
+        if self.state.session.link is not Link.DOWN:
             self.apply(ConnectionLost(self.loop.time()))
         if self._stopping:
-            if self._flush_pending:
-                return  # a fresh connection is on its way already
-            if self._late and self._flushes < _MAX_FLUSHES and not self.finished.done():
-                # Answers came due after our end of stream (see _note_late): deliver them on a
-                # fresh connection, which the core is not told about (it has stopped).
-                self._flushes += 1
-                self._flush_pending = True
-                log.info(
-                    "stop.flush: reconnecting to send %d answer(s) due after our end of stream",
-                    len(self._late),
-                )
-                self.loop.call_soon(self.xmpp.connect)
-                return
-            self._finish()
+            self._finish()  # unless the core has just asked for a fresh connection
             return
         self._schedule_reconnect(str(reason) if reason else "connection closed")
-
-    def _flush_late(self) -> None:
-        self._flush_pending = False
-        late, self._late = self._late, []
-        if late:
-            self._write(late)
-            self.counters["stop.flushed"] += len(late)
-        self.xmpp.disconnect(wait=2.0)
 
     def _on_connection_failed(self, reason: Any) -> None:
         # slixmpp would retry on its own with waits growing to 300 s and no jitter; take over.
         self.xmpp.cancel_connection_attempt()
-        if self._flush_pending:  # the fresh connection for late answers did not come up
-            self._flush_pending = False
-            self._on_disconnected(reason)
+        if self._flushing:
+            # The fresh connection the core asked for did not come up: it decides whether to
+            # ask again.
+            self._flushing = False
+            self.apply(ConnectionLost(self.loop.time()))
+            self._finish()
             return
         if not self._stopping:
             where = f"{self.settings.host}:{self.settings.port}"
@@ -434,23 +381,18 @@ class Daemon:
 
     def _on_stopped(self) -> None:
         log.info("stop.done: every request answered; disconnecting. %s", self.status())
-        if self._up:
+        if self.state.session.link is not Link.DOWN:
             self.xmpp.disconnect(wait=2.0)
             # If the server does not close its side, do not wait forever.
             self.loop.call_later(5.0, self._finish)
         else:
             self.xmpp.cancel_connection_attempt()
-            self._finish()
+            # After the outputs of this step: the core may ask for a fresh connection in it.
+            self.loop.call_soon(self._finish)
 
     def _finish(self) -> None:
-        if self._late and not self.finished.done():
-            log.warning(
-                "stop.lost: %d answer(s) due after our end of stream could not be sent: %s",
-                len(self._late),
-                " ".join(_ids(self._late)),
-            )
-            self._late = []
-        if not self.finished.done():
+        """Exit, unless a fresh connection the core asked for is on its way."""
+        if not self._flushing and not self.finished.done():
             self.finished.set_result(0)
 
     def status(self) -> str:

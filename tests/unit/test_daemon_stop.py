@@ -1,11 +1,12 @@
 """The daemon's last act on a stop: answers that come due after its end of stream.
 
 XEP-0114 has no way to stop the server routing to a component except closing the stream, so a
-request the server routed just before it read our end of stream still arrives after it. The core
-answers it as usual; the daemon cannot write that answer on the closed stream, so it keeps it
-and sends it on a fresh connection once the old one is gone. A real server rarely lets this
-happen (the soak saw it a few times in hundreds of restarts), so it is driven here by hand: the
-slixmpp connection is the real one, with its transport, connect and disconnect replaced.
+request the server routed just before it read our end of stream still arrives after it. The
+daemon tells the core when its end of stream is written; the core holds the answer and, once the
+old stream is gone, asks for a fresh one, on which the daemon lets it send what it held. A real
+server rarely lets this happen (the soak saw it a few times in hundreds of restarts), so it is
+driven here by hand: the slixmpp connection is the real one, with its transport, connect and
+disconnect replaced.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from client_proxy.core import Link
 from client_proxy.shell.config import parse_settings
 from client_proxy.shell.daemon import Daemon
 
@@ -64,7 +66,7 @@ def test_answers_due_after_the_end_of_stream_go_out_on_a_fresh_connection() -> N
         # slixmpp writes our end of stream, then a request routed just before the server read it
         # comes in: its answer must not be written after the end of stream...
         xmpp.send_raw(xmpp.stream_footer)
-        assert xmpp.stream_ended
+        assert daemon.state.session.link is Link.CLOSING
         daemon._on_element(request("late-1"))
         assert not any("late-1" in text for text in first.written), first.written
 
@@ -75,7 +77,6 @@ def test_answers_due_after_the_end_of_stream_go_out_on_a_fresh_connection() -> N
         assert calls == ["disconnect", "connect"]
         assert not daemon.finished.done()
         xmpp.transport = second = FakeTransport()
-        xmpp.stream_ended = False  # what connection_made does for a new connection
         daemon._on_session_start(None)
         (answer,) = second.written
         reply = ET.fromstring(f"<s xmlns='{NS}'>{answer}</s>")[0]
