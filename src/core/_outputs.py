@@ -44,7 +44,7 @@ class LogRecord(NamedTuple):
 
 
 class CountMetric(NamedTuple):
-    """Add one to the counter ``name`` (for example ``dropped.reply_unknown``)."""
+    """Add one to the counter ``name`` (for example ``dropped.reply_unmatched``)."""
 
     name: str
 

@@ -1,4 +1,4 @@
-"""What mod_client_proxy cannot do, end to end against the real Prosody (issue 5): IQs started
+"""What mod_client_proxy cannot do, end to end against the real Prosody: IQs started
 by the implementing client, messages both ways, routing strategies, eligible resources, a
 failing session taken out of rotation, allow/deny lists and the per-requester rate limit."""
 

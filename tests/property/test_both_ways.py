@@ -1,4 +1,4 @@
-"""The implementing client starts IQs and sends messages; users message the service (issue 5).
+"""The implementing client starts IQs and sends messages; users message the service.
 
 - a call (an IQ a target resource starts towards `proxy/<user>`) reaches the user from the proxy
   domain, and the user's answer reaches exactly the resource that asked, from the translated

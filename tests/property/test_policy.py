@@ -1,4 +1,4 @@
-"""Who may use the service (allow/deny) and how fast (per-requester rate limit), issue 5.
+"""Who may use the service (allow/deny) and how fast (per-requester rate limit).
 
 - a refused requester gets a clear error at once and the target never sees the request;
 - a requester over its rate gets `policy-violation` (wait), and other requesters are not affected;

@@ -1,4 +1,4 @@
-"""Routing strategies and eligibility (issue 5), proven on the core alone.
+"""Routing strategies and eligibility, proven on the core alone.
 
 - every strategy only ever picks an eligible online resource;
 - `sticky` keeps a requester on its resource under unrelated churn, and a resource leaving moves

@@ -5,10 +5,9 @@ The properties and the schedules live in client_proxy.testing.whole_system (a co
 other transports can run too); these tests run them against the simulation. A failure prints
 the schedule as a script that replays it.
 
-Two faults found core bugs, each pinned here by the schedule that shows it (the `@example`s, and
-a plain test each, below). The tests that run "any schedule" keep failing until the core is
-fixed; the test named for the two assumptions that avoid them (a punctual timer, ids never
-reused) runs every other fault meanwhile, so that a new bug does not hide behind a known one.
+Two faults found core bugs, since fixed; the schedule that showed each stays here (an
+`@example` and a plain test each, below) so that it stays caught without the example database.
+Two more schedules pin limits of the wire contract that the properties allow and nothing more.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from client_proxy.sim import (
     run,
 )
 from client_proxy.testing.whole_system import (
-    ALL_FAULTS,
     check_outcome,
     schedules,
     violations,
@@ -38,13 +36,13 @@ from hypothesis import example, given
 
 ALICE = "alice@example.org/phone"
 
-# Bug 1 (fault: the stream drops while the transport's timer is late, as the embedding contract
-# allows: "TimePassed at or after the deadline"). The request reaches the proxy at t=1.015, so
-# its deadline is 4.015 and the late timer fires at 4.515; the stream drops at 4.3. step()
-# expires the request *before* it handles ConnectionLost, so the timeout answer comes out as a
-# SendStanza of the very transition that reports the stream gone: no transport can send it, and
-# the user never gets an answer. A punctual timer does not help when the drop comes at the
-# deadline's instant (the second schedule).
+# Found, fixed (fault: the stream drops while the transport's timer is late, as the embedding
+# contract allows: "TimePassed at or after the deadline"). The request reaches the proxy at
+# t=1.015, so its deadline is 4.015 and the late timer fires at 4.515; the stream drops at 4.3.
+# step() used to expire the request *before* it handled ConnectionLost, so the timeout answer
+# came out as a SendStanza of the very transition that reports the stream gone, which no
+# transport can send. Now the link goes first and the answer is held. A punctual timer did not
+# help when the drop comes at the deadline's instant (the second schedule).
 TIMEOUT_DUE_AS_THE_STREAM_DROPS = Schedule(
     users=(User(ALICE),),
     resources=(Resource("a", answer_after=None),),
@@ -58,14 +56,13 @@ TIMEOUT_DUE_AT_THE_INSTANT_THE_STREAM_DROPS = Schedule(
     settings=Settings(request_timeout=3.0, component_latency=0.0),
 )
 
-# Bug 2 (fault: a slow resource, with a requester that reuses an id). Request #1 (id 1) times
-# out at the slow resource; the user sends request #2 with the same id, which goes to the same
-# resource; the late answer to #1 then arrives with the same id, from the same resource, to the
-# same translated address, and the proxy delivers it as the answer to #2 (whose own answer is
-# then dropped). Ids pass unchanged (the wire contract), so the proxy cannot tell the two
-# replies apart on the wire; it would have to avoid the situation (for example remember a
-# timed-out (requester, id) at its resource, and not send a request with that key there again
-# until that resource has answered or gone).
+# Found, fixed (fault: a slow resource, with a requester that reuses an id). Request #1 (id 1)
+# times out at the slow resource; the user sends request #2 with the same id; the late answer to
+# #1 then arrives with the same id, from the same resource, to the same translated address, and
+# the proxy used to deliver it as the answer to #2. Ids pass unchanged, so the two replies look
+# the same on the wire: the proxy now remembers a timed-out (requester, id) at its resource
+# (LateReply), keeps a new request with that key away from it where it can, and drops that many
+# replies from it first where it cannot.
 LATE_REPLY_TO_A_REUSED_ID = Schedule(
     users=(User(ALICE),),
     resources=(Resource("a", answer_after=2.0),),
@@ -121,9 +118,6 @@ FORGED_THEN_REAL_ANSWER_TO_A_REUSED_ID = Schedule(
     ),
 )
 
-# The known bugs' triggers, for the tests that keep running everything else meanwhile.
-_WITHOUT_KNOWN_TRIGGERS = ALL_FAULTS - {"timer_lag", "id_reuse"}
-
 
 @given(schedules())
 @example(TIMEOUT_DUE_AS_THE_STREAM_DROPS)
@@ -149,8 +143,8 @@ def test_a_set_reaches_the_target_at_most_once(schedule: Schedule) -> None:
     check_outcome(run(schedule), ("repeated_sets",))
 
 
-@given(schedules(faults=_WITHOUT_KNOWN_TRIGGERS))
-def test_every_property_with_a_punctual_timer_and_ids_never_reused(schedule: Schedule) -> None:
+@given(schedules())
+def test_every_property_under_every_fault(schedule: Schedule) -> None:
     check_outcome(run(schedule))
 
 

@@ -1,4 +1,4 @@
-"""The slixmpp shell's codec passes the conformance kit's round trip (issue 4): core stanzas built
+"""The slixmpp shell's codec passes the conformance kit's round trip: core stanzas built
 from the kit's strategies (requester JIDs a server would stamp, translated addresses, any ids)
 are written by the shell (codec.to_text), read back as the shell reads the stream (ElementTree,
 then codec.from_element), and come out with every attribute and the payload unchanged."""
