@@ -22,9 +22,10 @@ Drive it with :func:`step`::
     ('proxy.example.org', 'user@example.org/abc', '1234')
 
 Events go in (:class:`ConnectionUp`, :class:`ConnectionLost`, :class:`StanzaReceived`,
-:class:`TimePassed`, :class:`StopRequested`); a :class:`Transition` comes out with the new state,
-the outputs (:class:`SendStanza`, :class:`LogRecord`, :class:`CountMetric`, :class:`Stopped`) and
-the next deadline. ``docs/embedding.md`` tells what a transport must do with them.
+:class:`TimePassed`, :class:`StopRequested`, :class:`EndOfStreamSent`); a :class:`Transition`
+comes out with the new state, the outputs (:class:`SendStanza`, :class:`LogRecord`,
+:class:`CountMetric`, :class:`Stopped`, :class:`Reconnect`) and the next deadline.
+``docs/embedding.md`` tells what a transport must do with them.
 """
 
 from ._config import ROUTING_STRATEGIES, ProxyConfig
