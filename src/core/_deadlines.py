@@ -12,7 +12,7 @@ from __future__ import annotations
 from ._calls import shut_down_call, time_out_call
 from ._messages import forget_route
 from ._policy import sweep
-from ._queue import entries, first, queue_key
+from ._queue import entries, first
 from ._requests import refuse_parked, shut_down, time_out
 from ._state import ProxyState, QueueEntry, Step, Subscription
 
@@ -76,11 +76,10 @@ def next_deadline(w: Step, before: ProxyState) -> float | None:
     answers a request other than the oldest."""
     head = w.head
     if (
-        w.session is before.session
+        head == before.head  # the first entry was not taken (_queue.dequeue moves head on)
+        and head < before.next_seq  # and there was one
+        and w.session is before.session
         and w.sweep_at == before.sweep_at
-        and head == before.head
-        and head < before.next_seq
-        and queue_key(head) in w.queue
     ):
         due = before.due
         return None if due == _INF else due

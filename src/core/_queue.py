@@ -4,7 +4,8 @@ Every request, call and message route gets the same timeout (``request_timeout``
 runs backwards inside the core, so the order of acceptance is the order of the deadlines: a map
 from a sequence number to a :data:`~client_proxy.core._state.QueueEntry` is a priority queue
 with O(log n) insertion and removal, no heap to keep. ``head`` is the lowest sequence number that
-may still be in the queue; numbers below it have all been answered.
+may still be in the queue; numbers below it have all been answered. After a step it is the
+first entry's number (or ``next_seq`` if the queue is empty).
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ def enqueue(w: Step, entry: QueueEntry) -> int:
 
 
 def dequeue(w: Step, seq: int) -> None:
-    """Take the entry numbered ``seq`` out of the queue (it has been answered)."""
+    """Take the entry numbered ``seq`` out of the queue (it has been answered). The first entry
+    taken moves ``head`` on, so that an unchanged ``head`` means an unchanged first entry."""
     w.queue = w.queue.delete(queue_key(seq))
+    if seq == w.head:
+        w.head = seq + 1
 
 
 def first(w: Step) -> QueueEntry | None:

@@ -111,17 +111,19 @@ def track_failures(w: Step, name: str, failed: bool) -> None:
     """Count a resource's failing answers in a row (`feature-not-implemented`,
     `service-unavailable`); at ``failure_threshold`` take it out of rotation for
     ``failure_cooldown`` seconds. Any other answer resets the count."""
-    cfg = w.config
     resources = w.session.resources
-    for i, r in enumerate(resources):  # noqa: B007  (i and r are used after the loop)
+    for r in resources:
         if r.name == name:
             break
     else:
         return
+    if not failed and not r.failures:
+        return  # the usual answer: nothing to count, nothing to reset
+    cfg = w.config
+    i = resources.index(r)
     if not failed:
-        if r.failures:
-            fresh = (*resources[:i], r._replace(failures=0), *resources[i + 1 :])
-            w.session = w.session._replace(resources=fresh)
+        fresh = (*resources[:i], r._replace(failures=0), *resources[i + 1 :])
+        w.session = w.session._replace(resources=fresh)
         return
     if r.cooling_until > w.now:
         return  # already out of rotation: answers to requests it had before do not extend it
