@@ -22,14 +22,16 @@ Drive it with :func:`step`::
     ('proxy.example.org', 'user@example.org/abc', '1234')
 
 Events go in (:class:`ConnectionUp`, :class:`ConnectionLost`, :class:`StanzaReceived`,
-:class:`TimePassed`, :class:`StopRequested`, :class:`EndOfStreamSent`); a :class:`Transition`
-comes out with the new state, the outputs (:class:`SendStanza`, :class:`LogRecord`,
-:class:`CountMetric`, :class:`Stopped`, :class:`Reconnect`) and the next deadline.
+:class:`TimePassed`, :class:`StopRequested`, :class:`EndOfStreamSent`, :class:`ConfigChanged`);
+a :class:`Transition` comes out with the new state, the outputs (:class:`SendStanza`,
+:class:`LogRecord`, :class:`CountMetric`, :class:`RequestEnded`, :class:`Stopped`,
+:class:`Reconnect`) and the next deadline.
 ``docs/embedding.md`` tells what a transport must do with them.
 """
 
 from ._config import ROUTING_STRATEGIES, ProxyConfig
 from ._events import (
+    ConfigChanged,
     ConnectionLost,
     ConnectionUp,
     EndOfStreamSent,
@@ -42,11 +44,13 @@ from ._jat import decode_requester, encode_requester, translation_problem
 from ._jid import MAX_PART_BYTES
 from ._machine import step
 from ._outputs import (
+    OUTCOMES,
     CountMetric,
     LogLevel,
     LogRecord,
     Output,
     Reconnect,
+    RequestEnded,
     SendStanza,
     Stopped,
     Transition,
@@ -72,8 +76,10 @@ __all__ = [
     "ERROR_TYPES",
     "IQ_TYPES",
     "MAX_PART_BYTES",
+    "OUTCOMES",
     "PRESENCE_TYPES",
     "ROUTING_STRATEGIES",
+    "ConfigChanged",
     "ConnectionLost",
     "ConnectionUp",
     "CountMetric",
@@ -86,6 +92,7 @@ __all__ = [
     "ProxyConfig",
     "ProxyState",
     "Reconnect",
+    "RequestEnded",
     "SendStanza",
     "Session",
     "Stanza",

@@ -12,6 +12,7 @@ from ._errors import NOT_A_USER, NOT_PROXIED, SHUTTING_DOWN, TIMEOUT, TOO_MANY, 
 from ._jat import decode_requester, translation_problem
 from ._jid import resource_of
 from ._link import send
+from ._outputs import ended
 from ._queue import dequeue, enqueue
 from ._routing import next_random
 from ._stanzas import Stanza
@@ -56,7 +57,7 @@ def call(w: Step, s: Stanza) -> None:
     value, w.rng = next_random(w.rng)
     ident = f"cp-{seq:x}-{value:016x}"
     enqueue(w, ("call", user, ident))
-    w.calls = w.calls.set((user, ident), Call(seq, s, w.now + cfg.request_timeout, user))
+    w.calls = w.calls.set((user, ident), Call(seq, s, w.now, w.now + cfg.request_timeout, user))
     send(w, Stanza("iq", s.type, ident, cfg.proxy_domain, user, s.payload, None, None, s.extra))
 
 
@@ -68,14 +69,15 @@ def call_answered(w: Step, s: Stanza, user: str) -> None:
         w.count("dropped.unsolicited_reply")
         return
     r = c.request
-    _answer(w, key, c, Stanza("iq", s.type, r.id, r.to, r.from_, s.payload, s.error, None, s.extra))
+    answer = Stanza("iq", s.type, r.id, r.to, r.from_, s.payload, s.error, None, s.extra)
+    _answer(w, key, c, answer, "error" if s.type == "error" else "result")
 
 
 def time_out_call(w: Step, key: tuple[str, str]) -> None:
     """The user did not answer in time: the resource gets `remote-server-timeout`."""
     c = w.calls[key]
     w.count("answered.call_timeout")
-    _answer(w, key, c, error_reply(c.request, TIMEOUT))
+    _answer(w, key, c, error_reply(c.request, TIMEOUT), "timeout")
 
 
 def shut_down_call(w: Step, key: tuple[str, str]) -> None:
@@ -83,7 +85,7 @@ def shut_down_call(w: Step, key: tuple[str, str]) -> None:
     `service-unavailable` (wait)."""
     c = w.calls[key]
     w.count("answered.shutdown")
-    _answer(w, key, c, error_reply(c.request, SHUTTING_DOWN))
+    _answer(w, key, c, error_reply(c.request, SHUTTING_DOWN), "shutdown")
 
 
 def drop_calls_from(w: Step, gone: Iterable[str] | None) -> None:
@@ -96,12 +98,15 @@ def drop_calls_from(w: Step, gone: Iterable[str] | None) -> None:
         if names is None or resource_of(c.request.from_ or "") in names
     )
     for _seq, key in orphans:
+        c = w.calls[key]
         w.count("dropped.call_resource_gone")
-        dequeue(w, w.calls[key].seq)
+        dequeue(w, c.seq)
         w.calls = w.calls.delete(key)
+        w.out.append(ended("outbound", "resource_gone", c.since, w.now))
 
 
-def _answer(w: Step, key: tuple[str, str], c: Call, answer: Stanza) -> None:
+def _answer(w: Step, key: tuple[str, str], c: Call, answer: Stanza, outcome: str) -> None:
     w.calls = w.calls.delete(key)
     dequeue(w, c.seq)
     send(w, answer)
+    w.out.append(ended("outbound", outcome, c.since, w.now))

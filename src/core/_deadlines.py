@@ -80,6 +80,7 @@ def next_deadline(w: Step, before: ProxyState) -> float | None:
         and head < before.next_seq  # and there was one
         and w.session is before.session
         and w.sweep_at == before.sweep_at
+        and w.config is before.config  # a reload may have moved deadlines
     ):
         due = before.due
         return None if due == _INF else due

@@ -6,7 +6,9 @@ text that tells the requester what happened.
 
 from __future__ import annotations
 
+from ._jid import of_account
 from ._link import send
+from ._outputs import RequestEnded
 from ._stanzas import Stanza, StanzaError
 from ._state import Step, build
 
@@ -66,9 +68,17 @@ def error_reply(s: Stanza, error: StanzaError) -> Stanza:
 
 def refuse(w: Step, s: Stanza, error: StanzaError, counter: str) -> None:
     """Answer ``s`` with ``error`` and count ``counter``; but never answer an error with an error
-    (RFC 6120 §8.3.1): that is dropped and counted as such."""
+    (RFC 6120 §8.3.1): that is dropped and counted as such. A refused IQ request ends there
+    (:class:`~client_proxy.core.RequestEnded`, its outcome the counter's last part): outbound
+    if a target resource sent it, inbound otherwise."""
     if s.type == "error":
         w.count("dropped.error_to_error")
         return
     w.count(counter)
     send(w, error_reply(s, error))
+    if s.kind == "iq" and s.type in ("get", "set"):
+        outcome = counter.rpartition(".")[2]
+        if of_account(s.from_ or "", w.config.target):
+            w.out.append(RequestEnded("outbound", outcome, None))
+        else:
+            w.out.append(RequestEnded("inbound", outcome, None))

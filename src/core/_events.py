@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._config import ProxyConfig
 from ._stanzas import Stanza
 
 __all__ = [
+    "ConfigChanged",
     "ConnectionLost",
     "ConnectionUp",
     "EndOfStreamSent",
@@ -52,6 +54,15 @@ class TimePassed:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigChanged:
+    """The operator changed the settings (a reload): ``config`` applies from now on, except a
+    change of target, which is refused (logged as ``config.rejected``). See ``_reload``."""
+
+    now: float
+    config: ProxyConfig
+
+
+@dataclass(frozen=True, slots=True)
 class EndOfStreamSent:
     """After :class:`~client_proxy.core.Stopped`, the transport has written the proxy's end of
     stream (RFC 6120 §4.4). Stanzas the server routed before it read it may still arrive, until
@@ -70,5 +81,11 @@ class StopRequested:
 
 
 Event = (
-    ConnectionUp | ConnectionLost | StanzaReceived | TimePassed | StopRequested | EndOfStreamSent
+    ConnectionUp
+    | ConnectionLost
+    | StanzaReceived
+    | TimePassed
+    | StopRequested
+    | EndOfStreamSent
+    | ConfigChanged
 )

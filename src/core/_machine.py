@@ -102,6 +102,7 @@ from ._calls import call, call_answered
 from ._deadlines import expire, next_deadline
 from ._errors import BAD_REQUEST, refuse
 from ._events import (
+    ConfigChanged,
     ConnectionLost,
     ConnectionUp,
     EndOfStreamSent,
@@ -115,6 +116,7 @@ from ._link import connected, disconnected, end_of_stream, late_arrival, stop, s
 from ._messages import message_from_target, message_to_target
 from ._outputs import Transition
 from ._presence import target_presence
+from ._reload import reconfigure
 from ._requests import accept, reply
 from ._stanzas import Stanza
 from ._state import Link, ProxyState, Step, build
@@ -172,6 +174,12 @@ def step(state: ProxyState, event: Event) -> Transition:
         if w.now >= state.due:
             expire(w)
         end_of_stream(w)
+    elif kind is ConfigChanged:
+        w = Step(state, event.now)
+        if w.now >= state.due:
+            expire(w)
+        reconfigure(w, event.config)  # type: ignore[union-attr]
+        expire(w)  # a shorter request_timeout may have brought deadlines to now
     else:
         raise TypeError(f"not a client-proxy event: {event!r}")
     now = w.now

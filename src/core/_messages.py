@@ -84,7 +84,7 @@ def message_from_target(w: Step, s: Stanza, resource: str) -> None:
         w.count("dropped.message_route_full")
         return
     seq = enqueue(w, ("msg", user, s.id))
-    w.routes = w.routes.set(key, MessageRoute(seq, w.now + cfg.request_timeout, resource))
+    w.routes = w.routes.set(key, MessageRoute(seq, w.now, w.now + cfg.request_timeout, resource))
 
 
 def forget_route(w: Step, key: tuple[str, str]) -> None:

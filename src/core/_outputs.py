@@ -1,13 +1,15 @@
 """Outputs: what the core asks its transport to do, as data.
 
 The core proposes, the transport disposes: it sends each :class:`SendStanza` in order, turns
-each :class:`LogRecord` into a log line, adds each :class:`CountMetric` to its counters, ends the
-stream on :class:`Stopped` and opens a fresh one on :class:`Reconnect`. ``Transition.deadline``
+each :class:`LogRecord` into a log line, adds each :class:`CountMetric` and
+:class:`RequestEnded` to its metrics, ends the stream on :class:`Stopped` and opens a fresh one
+on :class:`Reconnect`. ``Transition.deadline``
 is when to call back with :class:`~client_proxy.core.TimePassed` (None: no timer needed).
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from ._stanzas import Stanza
@@ -16,14 +18,17 @@ if TYPE_CHECKING:
     from ._state import ProxyState
 
 __all__ = [
+    "OUTCOMES",
     "CountMetric",
     "LogLevel",
     "LogRecord",
     "Output",
     "Reconnect",
+    "RequestEnded",
     "SendStanza",
     "Stopped",
     "Transition",
+    "ended",
 ]
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -49,6 +54,60 @@ class CountMetric(NamedTuple):
     name: str
 
 
+class RequestEnded(NamedTuple):
+    """An IQ request got its one answer, for the metrics: ``direction`` is "inbound" (a user's
+    request to the service) or "outbound" (an IQ a target resource started towards a user);
+    ``outcome`` is how it ended, one of :data:`OUTCOMES`; ``duration`` is the seconds from its
+    acceptance to its answer, None for a request refused at once."""
+
+    direction: Literal["inbound", "outbound"]
+    outcome: str
+    duration: float | None
+
+
+def ended(
+    direction: Literal["inbound", "outbound"], outcome: str, since: float, now: float
+) -> RequestEnded:
+    """The :class:`RequestEnded` of a request accepted at ``since`` and answered at ``now``. Both
+    are the core's times, which never run backwards; only infinite clocks (inf - inf) could make
+    the difference NaN, reported as 0."""
+    duration = now - since
+    return RequestEnded(direction, outcome, 0.0 if math.isnan(duration) else duration)
+
+
+#: How a request can end (:attr:`RequestEnded.outcome`). Answered: ``result`` or ``error`` (the
+#: other side's answer, relayed), ``timeout``, ``resource_gone`` (its resource went and it could
+#: not be sent elsewhere; for an outbound request, nobody is left to take the answer),
+#: ``no_resource`` (parked, and none came online in time), ``shutdown`` (the drain ended first).
+#: Refused at once, by the names of the ``refused.*`` counters: ``forbidden``, ``rate_limit``,
+#: ``shutting_down``, ``untranslatable``, ``duplicate_id``, ``limit_total``,
+#: ``limit_requester``, ``no_resource``, ``no_eligible_resource``; for outbound requests
+#: ``target_initiated`` (``outbound_iq = false``), ``target_to_bare``, ``not_a_user``,
+#: ``limit_calls``, ``shutting_down``.
+OUTCOMES = frozenset(
+    {
+        "result",
+        "error",
+        "timeout",
+        "resource_gone",
+        "no_resource",
+        "shutdown",
+        "forbidden",
+        "rate_limit",
+        "shutting_down",
+        "untranslatable",
+        "duplicate_id",
+        "limit_total",
+        "limit_requester",
+        "no_eligible_resource",
+        "target_initiated",
+        "target_to_bare",
+        "not_a_user",
+        "limit_calls",
+    }
+)
+
+
 class Stopped(NamedTuple):
     """Every request has been answered after :class:`StopRequested`: the transport ends the
     stream (and tells the core with :class:`~client_proxy.core.EndOfStreamSent`), then exits once
@@ -63,7 +122,7 @@ class Reconnect(NamedTuple):
 
 # Outputs are NamedTuples rather than frozen dataclasses for the reason given at the end of
 # ``_stanzas``: two are built for every proxied request.
-Output = SendStanza | LogRecord | CountMetric | Stopped | Reconnect
+Output = SendStanza | LogRecord | CountMetric | RequestEnded | Stopped | Reconnect
 
 
 class Transition(NamedTuple):

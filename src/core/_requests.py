@@ -20,6 +20,7 @@ from ._errors import (
 )
 from ._jat import translation_problem
 from ._link import send
+from ._outputs import ended
 from ._policy import admit, within_caps
 from ._queue import dequeue, enqueue
 from ._routing import candidates, choose, track_failures
@@ -82,6 +83,7 @@ def accept(w: Step, s: Stanza, requester: str) -> None:
         (
             seq,
             s,
+            w.now,
             w.now + w.config.request_timeout,
             resource,
             () if resource is None else (resource,),
@@ -125,7 +127,9 @@ def redispatch(w: Step, key: RequestKey, o: Outstanding, ready: tuple[TargetReso
         _unload(w, o.resource)
     resource = choose(w, ready, key[0])
     tried = o.tried if resource in o.tried else (*o.tried, resource)
-    o = Outstanding(o.seq, o.request, o.deadline, resource, tried, _take_late(w, key, resource))
+    o = Outstanding(
+        o.seq, o.request, o.since, o.deadline, resource, tried, _take_late(w, key, resource)
+    )
     w.requests = w.requests.set(key, o)
     forward(w, o, resource)
 
@@ -182,12 +186,8 @@ def reply(w: Step, s: Stanza, sender: str) -> None:
             redispatch(w, key, o, untried)
             return
     r = o.request
-    answer(
-        w,
-        key,
-        o,
-        build(Stanza, ("iq", s.type, r.id, r.to, r.from_, s.payload, error, None, s.extra)),
-    )
+    relayed = build(Stanza, ("iq", s.type, r.id, r.to, r.from_, s.payload, error, None, s.extra))
+    answer(w, key, o, relayed, "error" if s.type == "error" else "result")
 
 
 def retryable(w: Step, o: Outstanding) -> bool:
@@ -198,8 +198,8 @@ def retryable(w: Step, o: Outstanding) -> bool:
     return w.config.retry_set
 
 
-def answer(w: Step, key: RequestKey, o: Outstanding, reply: Stanza) -> None:
-    """Give ``o`` its one answer and forget it."""
+def answer(w: Step, key: RequestKey, o: Outstanding, reply: Stanza, outcome: str) -> None:
+    """Give ``o`` its one answer and forget it; ``outcome`` says how it ended (its metrics)."""
     w.requests = w.requests.delete(key)
     dequeue(w, o.seq)
     requester = key[0]
@@ -212,11 +212,12 @@ def answer(w: Step, key: RequestKey, o: Outstanding, reply: Stanza) -> None:
     elif w.config.routing == "least-outstanding":
         _unload(w, o.resource)
     send(w, reply)
+    w.out.append(ended("inbound", outcome, o.since, w.now))
 
 
-def _answer_error(w: Step, key: RequestKey, error: StanzaError) -> None:
+def _answer_error(w: Step, key: RequestKey, error: StanzaError, outcome: str) -> None:
     o = w.requests[key]
-    answer(w, key, o, error_reply(o.request, error))
+    answer(w, key, o, error_reply(o.request, error), outcome)
 
 
 def _unload(w: Step, resource: str) -> None:
@@ -230,7 +231,7 @@ def time_out(w: Step, key: RequestKey) -> None:
     resource may still answer late (:class:`LateReply`)."""
     o = w.requests[key]
     w.count("answered.timeout")
-    answer(w, key, o, error_reply(o.request, TIMEOUT))
+    answer(w, key, o, error_reply(o.request, TIMEOUT), "timeout")
     if o.resource is not None:
         _expect_late(w, key, o.resource, o.skip + 1)
 
@@ -240,14 +241,14 @@ def refuse_parked(w: Step) -> None:
     (cancel), as with no resource online."""
     for key in w.session.parked:
         w.count("refused.no_resource")
-        _answer_error(w, key, NO_RESOURCE)
+        _answer_error(w, key, NO_RESOURCE, "no_resource")
 
 
 def shut_down(w: Step, key: RequestKey) -> None:
     """The drain is over and request ``key`` is still outstanding: `service-unavailable`
     (wait)."""
     w.count("answered.shutdown")
-    _answer_error(w, key, SHUTTING_DOWN)
+    _answer_error(w, key, SHUTTING_DOWN, "shutdown")
 
 
 def reroute(w: Step, gone: Iterable[str] | None) -> None:
@@ -270,7 +271,7 @@ def reroute(w: Step, gone: Iterable[str] | None) -> None:
             redispatch(w, key, o, ready)
         else:
             w.count("answered.resource_gone")
-            answer(w, key, o, error_reply(o.request, RESOURCE_GONE))
+            answer(w, key, o, error_reply(o.request, RESOURCE_GONE), "resource_gone")
     for key, late in sorted(w.lates.items()):
         if names is None or late.resource in names:
             w.lates = w.lates.delete(key)

@@ -111,14 +111,17 @@ class Outstanding(NamedTuple):
     """An accepted request still owed exactly one answer.
 
     ``request`` is the stanza as the requester sent it (its ``to`` is the address the answer
-    comes from). ``resource`` is the target resource that has it, or None while it waits for the
-    resync after a (re)connect. ``tried`` lists every resource it was sent to. ``skip`` counts
-    the late replies its resource still owes for earlier requests with the same requester and
-    id (see :class:`LateReply`): that many replies from it are dropped before its own.
+    comes from). ``since`` is when it was accepted (for the duration its metrics report; the
+    deadline alone would not say, once a reload changes ``request_timeout``). ``resource`` is
+    the target resource that has it, or None while it waits for the resync after a (re)connect.
+    ``tried`` lists every resource it was sent to. ``skip`` counts the late replies its resource
+    still owes for earlier requests with the same requester and id (see :class:`LateReply`):
+    that many replies from it are dropped before its own.
     """
 
     seq: int
     request: Stanza
+    since: float
     deadline: float
     resource: str | None
     tried: tuple[str, ...] = ()
@@ -129,11 +132,13 @@ class Call(NamedTuple):
     """An IQ a target resource started towards a user, still owed one answer.
 
     ``request`` is the stanza as the resource sent it (its ``from_`` is where the answer goes,
-    its ``id`` the id the answer carries); ``user`` is who it went to, with the proxy's own id.
+    its ``id`` the id the answer carries); ``user`` is who it went to, with the proxy's own id;
+    ``since`` when it was accepted.
     """
 
     seq: int
     request: Stanza
+    since: float
     deadline: float
     user: str
 
@@ -156,9 +161,10 @@ class LateReply(NamedTuple):
 
 class MessageRoute(NamedTuple):
     """Where an error bounced for a message from the target to a user goes: back to
-    ``resource`` (a full JID), until ``deadline``."""
+    ``resource`` (a full JID), from ``since`` until ``deadline``."""
 
     seq: int
+    since: float
     deadline: float
     resource: str
 

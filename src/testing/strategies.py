@@ -50,6 +50,7 @@ from client_proxy.core import (
     IQ_TYPES,
     MAX_PART_BYTES,
     PRESENCE_TYPES,
+    ConfigChanged,
     ConnectionLost,
     ConnectionUp,
     EndOfStreamSent,
@@ -459,6 +460,9 @@ def any_events(
         st.builds(ConnectionLost, times()),
         st.builds(StopRequested, times(), times()),
         st.builds(EndOfStreamSent, times()),
+        # A reload, mostly of the same proxy and target, now and then of another target.
+        st.builds(ConfigChanged, times(), proxy_configs(proxy, target)),
+        st.builds(ConfigChanged, times(), proxy_configs(proxy, "other@example.net")),
     )
 
 

@@ -21,6 +21,7 @@ requests collide on keys, replies race timeouts and resources leave while holdin
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,11 +30,13 @@ from client_proxy.core import (
     ERROR_CONDITIONS,
     ERROR_TYPES,
     MAX_PART_BYTES,
+    ConfigChanged,
     ConnectionLost,
     ConnectionUp,
     Event,
     Link,
     ProxyConfig,
+    RequestEnded,
     SendStanza,
     Stanza,
     StanzaError,
@@ -150,6 +153,7 @@ class Req:
 
     serial: int
     stanza: Stanza
+    since: float
     deadline: float
     resource: str | None = None
     tried: list[str] = field(default_factory=list)
@@ -166,6 +170,7 @@ class Call:
 
     serial: int
     stanza: Stanza
+    since: float
     deadline: float
     user: str
     ident: str
@@ -243,6 +248,10 @@ class Model:
         self.expected: list[Sig] = []
         self.expected_refusals: list[Sig] = []  # (kind, id, from, to): any RFC 6120 error
         self.expected_stopped = 0
+        #: Per step, the requests that ended, in order: (direction, outcome) of those accepted,
+        #: and the direction of each refused at once.
+        self.ended: list[tuple[str, str]] = []
+        self.refused: list[str] = []
         self.actual = Actual([])
         self.owed: dict[tuple[str, str], list[Req]] = {}
         self.addressed: set[str] = set()  # users a target resource wrote to in this step
@@ -251,6 +260,7 @@ class Model:
 
     def process(self, event: Event, actual: Actual) -> None:
         self.expected, self.expected_refusals, self.expected_stopped = [], [], 0
+        self.ended, self.refused = [], []
         self.actual = actual
         self.addressed = set()
         self.owed = {}
@@ -270,6 +280,9 @@ class Model:
             self.received(event.stanza)
         elif isinstance(event, ConnectionUp):
             self.connected()
+        elif isinstance(event, ConfigChanged):
+            self.reconfigure(event.config)
+            self.expire()
         elif isinstance(event, StopRequested) and self.stop_at is None:
             self.stop_at = self.now + (event.drain if event.drain > 0 else 0.0)
         # Whatever the event, nothing due stays unanswered after the step.
@@ -295,6 +308,21 @@ class Model:
         else:
             self.held = []
 
+    def reconfigure(self, config: ProxyConfig) -> None:
+        """A reload: policy applies from now on; requests accepted keep their deadlines; the
+        resources' eligibility follows the new pattern; no rate limit, no rate entries."""
+        if config.request_timeout < self.config.request_timeout:
+            # Nobody waits longer than the new timeout.
+            for x in [*self.outstanding.values(), *self.calls.values()]:
+                # Those that have waited that long are due now (answered in this step).
+                cut = max(x.since + config.request_timeout, self.now)
+                x.deadline = min(x.deadline, cut)
+        self.config = config
+        for name, r in self.resources.items():
+            r.eligible = name in PATTERNS[config.resource_pattern]
+        if config.rate_limit <= 0:
+            self.rates = {}
+
     def expire(self) -> None:
         # Requests and calls share one order (acceptance, which is deadline order): held
         # answers are sent in the order they fell due.
@@ -311,10 +339,11 @@ class Model:
         return sorted([*self.outstanding.values(), *self.calls.values()], key=lambda x: x.serial)
 
     def time_out(self, x: Req | Call, condition: str) -> None:
+        outcome = "timeout" if condition == "remote-server-timeout" else "shutdown"
         if isinstance(x, Call):
-            self.answer_call(x, error_sig(x.stanza, "wait", condition))
+            self.answer_call(x, error_sig(x.stanza, "wait", condition), outcome)
             return
-        self.answer(x, error_sig(x.stanza, "wait", condition))
+        self.answer(x, error_sig(x.stanza, "wait", condition), outcome)
         if condition == "remote-server-timeout" and x.resource is not None:
             self.expect_late(x.key, x.resource, x.skip + 1)
 
@@ -339,7 +368,7 @@ class Model:
     def refuse_parked(self) -> None:
         for key in list(self.parked):
             r = self.outstanding[key]
-            self.answer(r, error_sig(r.stanza, "cancel", "service-unavailable"))
+            self.answer(r, error_sig(r.stanza, "cancel", "service-unavailable"), "no_resource")
 
     def deliver(self, answer: Sig) -> None:
         if self.link_up:
@@ -347,17 +376,19 @@ class Model:
         else:
             self.held.append(answer)
 
-    def answer(self, r: Req, reply: Sig) -> None:
+    def answer(self, r: Req, reply: Sig, outcome: str) -> None:
         del self.outstanding[r.key]
         if r.key in self.parked:
             self.parked.remove(r.key)
         self.answers[r.serial].append((self.now, self.prev_now))
         self.deliver(reply)
+        self.ended.append(("inbound", outcome))
 
-    def answer_call(self, c: Call, reply: Sig) -> None:
+    def answer_call(self, c: Call, reply: Sig, outcome: str) -> None:
         del self.calls[(c.user, c.ident)]
         self.answers[c.serial].append((self.now, self.prev_now))
         self.deliver(reply)
+        self.ended.append(("outbound", outcome))
 
     def connected(self) -> None:
         self.link_up = True
@@ -409,12 +440,20 @@ class Model:
         """An error answer to ``s``, never to an error (RFC 6120 §8.3.1)."""
         if s.type != "error":
             self.expected.append(error_sig(s, etype, condition))
+            self.refused_request(s)
 
     def refuse_somehow(self, s: Stanza) -> None:
         """What the proxy does not handle is answered with some error (never an error to an
         error); which one is mod_client_proxy's choice, not checked here."""
         if s.type != "error":
             self.expected_refusals.append((s.kind, s.id, s.to, s.from_))
+            self.refused_request(s)
+
+    def refused_request(self, s: Stanza) -> None:
+        """A refused IQ request ends at once (its outcome names the refusal, not checked)."""
+        if s.kind == "iq" and s.type in ("get", "set"):
+            from_target = bare_part(s.from_ or "") == TARGET
+            self.refused.append("outbound" if from_target else "inbound")
 
     def admit(self, s: Stanza, requester: str) -> bool:
         """Allow/deny lists, shutting down, then the rate (GCRA, ``_policy``)."""
@@ -468,7 +507,7 @@ class Model:
 
     def accept(self, s: Stanza) -> Req:
         self.serials += 1
-        r = Req(self.serials, s, self.now + self.config.request_timeout)
+        r = Req(self.serials, s, self.now, self.now + self.config.request_timeout)
         self.outstanding[r.key] = r
         self.accepted[r.serial] = r
         self.answers[r.serial] = []
@@ -523,7 +562,8 @@ class Model:
         if not self.replaying and isinstance(s.payload, str) and "serial=" in s.payload:
             # Its own answer, not another request's (the reply rules tag each with a serial).
             assert f"serial='{r.serial}'" in s.payload, f"{r.key} given {s.payload}"
-        self.answer(r, ("iq", s.type, q.id, q.to, q.from_, s.payload, error, None, s.extra))
+        relayed = ("iq", s.type, q.id, q.to, q.from_, s.payload, error, None, s.extra)
+        self.answer(r, relayed, "error" if s.type == "error" else "result")
 
     def track_failures(self, name: str, failed: bool) -> None:
         """Failures in a row take a resource out of rotation at the threshold, for the
@@ -570,7 +610,7 @@ class Model:
         assert ident.startswith("cp-") and (user, ident) not in self.calls, out
         assert out == Stanza("iq", s.type, ident, PROXY, user, s.payload, None, None, s.extra)
         self.serials += 1
-        c = Call(self.serials, s, self.now + cfg.request_timeout, user, ident)
+        c = Call(self.serials, s, self.now, self.now + cfg.request_timeout, user, ident)
         self.calls[(user, ident)] = c
         self.accepted[c.serial] = c
         self.answers[c.serial] = []
@@ -581,7 +621,8 @@ class Model:
             return  # nobody asked: dropped
         q = c.stanza
         error = None if s.error is None else (s.error.type, s.error.condition)
-        self.answer_call(c, ("iq", s.type, q.id, q.to, q.from_, s.payload, error, None, s.extra))
+        relayed = ("iq", s.type, q.id, q.to, q.from_, s.payload, error, None, s.extra)
+        self.answer_call(c, relayed, "error" if s.type == "error" else "result")
 
     def message_to_target(self, s: Stanza) -> None:
         """A user's message goes to one eligible resource (which one is the proxy's choice)."""
@@ -684,11 +725,14 @@ class Model:
             if candidates and self.retryable(r):
                 self.forward(r, candidates)
             else:
-                self.answer(r, error_sig(r.stanza, "wait", "recipient-unavailable"))
+                self.answer(
+                    r, error_sig(r.stanza, "wait", "recipient-unavailable"), "resource_gone"
+                )
         for key, c in list(self.calls.items()):
             if gone is None or resource_part(c.stanza.from_ or "") in gone:
                 del self.calls[key]
                 self.orphaned.add(c.serial)
+                self.ended.append(("outbound", "resource_gone"))
         for key, late in list(self.lates.items()):
             if gone is None or late.resource in gone:
                 del self.lates[key]
@@ -831,6 +875,12 @@ class ProxyMachine(RuleBasedStateMachine):
             extra.remove(match)
         assert not extra, f"sent but not expected: {extra}"
         assert sum(isinstance(o, Stopped) for o in t.outputs) == m.expected_stopped
+        # Each request that ended says how, once: the model's outcomes in order for those
+        # accepted, the direction of each refused at once.
+        ended = [o for o in t.outputs if isinstance(o, RequestEnded)]
+        assert [(o.direction, o.outcome) for o in ended if o.duration is not None] == m.ended
+        assert sorted(o.direction for o in ended if o.duration is None) == sorted(m.refused)
+        assert all(o.duration is None or o.duration >= 0 for o in ended), ended
         assert [sig(s) for s in t.state.session.held] == m.held
 
         self.check_outputs(event, sends, held_before)
@@ -1207,6 +1257,19 @@ class ProxyMachine(RuleBasedStateMachine):
     @rule(dt=st.sampled_from([0.0, 0.5]))
     def connection_lost(self, dt):
         self.apply(ConnectionLost(self.model.now + dt))
+
+    @rule(policy=configs)
+    def reload(self, policy):
+        """The operator reloads a new policy: everything but the limits the invariants bound the
+        state with (the caps, ``sync_grace``) may change, while requests are in flight."""
+        config = dataclasses.replace(
+            policy,
+            max_outstanding=self.config.max_outstanding,
+            max_per_requester=self.config.max_per_requester,
+            sync_grace=self.config.sync_grace,
+        )
+        self.config = config
+        self.apply(ConfigChanged(self.model.now, config))
 
     # Only with requests outstanding: stopping an idle proxy is immediate and ends the run's
     # interest, while stopping a busy one exercises the drain.

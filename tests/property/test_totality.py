@@ -15,6 +15,8 @@ import pytest
 from client_proxy.core import (
     ERROR_CONDITIONS,
     ERROR_TYPES,
+    OUTCOMES,
+    ConfigChanged,
     ConnectionUp,
     CountMetric,
     Event,
@@ -22,6 +24,7 @@ from client_proxy.core import (
     ProxyConfig,
     ProxyState,
     Reconnect,
+    RequestEnded,
     SendStanza,
     Stanza,
     StanzaReceived,
@@ -65,12 +68,27 @@ def check_transition(state: ProxyState, event: Event, t: object) -> None:
     assert isinstance(t.state, ProxyState)
     assert isinstance(t.outputs, tuple)
     cfg = t.state.config
-    assert cfg == state.config
-    assert len(t.state.requests) <= cfg.max_outstanding
-    assert all(n <= cfg.max_per_requester for n in t.state.per_requester.values())
+    if isinstance(event, ConfigChanged) and event.config.target == state.config.target:
+        assert cfg == event.config
+    else:
+        assert cfg == state.config  # only a reload changes it, never to another target
+    # No step takes requests past the caps (a reload that lowers them refuses new ones until
+    # those outstanding drain below them).
+    before = len(state.requests)
+    assert len(t.state.requests) <= max(cfg.max_outstanding, before)
+    if len(t.state.requests) > before:
+        assert len(t.state.requests) <= cfg.max_outstanding
+    for requester, n in t.state.per_requester.items():
+        assert n <= max(cfg.max_per_requester, state.per_requester.get(requester, 0))
     assert not (t.state.now < state.now), "time ran backwards"
     for o in t.outputs:
-        assert isinstance(o, SendStanza | LogRecord | CountMetric | Stopped | Reconnect)
+        assert isinstance(
+            o, SendStanza | LogRecord | CountMetric | RequestEnded | Stopped | Reconnect
+        )
+        if isinstance(o, RequestEnded):
+            assert o.direction in ("inbound", "outbound")
+            assert o.outcome in OUTCOMES, o
+            assert o.duration is None or o.duration >= 0, o
         if isinstance(o, SendStanza) and o.stanza.type == "error" and o.stanza.error is not relayed:
             # An error the proxy made itself (a relayed one is the target's, whatever it says).
             assert o.stanza.error is not None

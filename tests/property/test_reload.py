@@ -1,0 +1,77 @@
+"""A reload (ConfigChanged) while requests are in flight: what the model-based machine does not
+look at directly. The policy keys themselves are exercised by its `reload` rule."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+from client_proxy.core import (
+    ConfigChanged,
+    ConnectionUp,
+    LogRecord,
+    ProxyConfig,
+    ProxyState,
+    Stanza,
+    StanzaReceived,
+    TimePassed,
+    initial_state,
+    step,
+)
+from client_proxy.testing import strategies as cps
+from hypothesis import given
+from hypothesis import strategies as st
+
+PROXY = cps.EXAMPLE_PROXY
+TARGET = cps.EXAMPLE_TARGET
+ROUTINGS = ["random", "round-robin", "least-outstanding", "priority", "sticky"]
+
+
+@given(
+    first=st.sampled_from(ROUTINGS),
+    then=st.sampled_from(ROUTINGS),
+    requests=st.integers(0, 12),
+)
+def test_switching_to_least_outstanding_counts_what_each_resource_holds(first, then, requests):
+    config = ProxyConfig(PROXY, TARGET, routing=first, rate_limit=0.0)
+    state = _ready(config)
+    for i in range(requests):
+        stanza = Stanza("iq", "get", f"q{i}", f"user{i}@example.org/r", PROXY)
+        state = step(state, StanzaReceived(1.0, stanza)).state
+    state = step(state, ConfigChanged(1.0, dataclasses.replace(config, routing=then))).state
+    held = Counter(o.resource for o in state.requests.values() if o.resource is not None)
+    if then == "least-outstanding":
+        assert dict(state.load) == dict(held)
+    else:
+        assert not state.load
+
+
+def _ready(config: ProxyConfig) -> ProxyState:
+    """Connected, subscribed, with resources a, b and c online."""
+    state = step(initial_state(config, seed=5), ConnectionUp(0.0)).state
+    for sender, kind in ((TARGET, "subscribed"), *((f"{TARGET}/{r}", None) for r in "abc")):
+        state = step(
+            state, StanzaReceived(0.0, Stanza("presence", kind, None, sender, PROXY))
+        ).state
+    return state
+
+
+def test_a_new_target_is_refused_and_the_old_config_stays():
+    config = ProxyConfig(PROXY, TARGET)
+    state = _ready(config)
+    other = ProxyConfig(PROXY, "other@example.net", routing="sticky")
+    t = step(state, ConfigChanged(1.0, other))
+    assert t.state.config == config
+    assert [o.code for o in t.outputs if isinstance(o, LogRecord)] == ["config.rejected"]
+
+
+def test_switching_the_rate_limit_off_forgets_the_rates_and_their_sweep():
+    config = ProxyConfig(PROXY, TARGET, rate_limit=1.0, rate_burst=1)
+    state = _ready(config)
+    stanza = Stanza("iq", "get", "q", "user@example.org/r", PROXY)
+    state = step(state, StanzaReceived(1.0, stanza)).state
+    assert state.rates and state.sweep_at < float("inf")
+    state = step(state, ConfigChanged(1.0, dataclasses.replace(config, rate_limit=0.0))).state
+    assert not state.rates and state.sweep_at == float("inf")
+    # And time passing after it has nothing to sweep (no division by a zero rate).
+    step(state, TimePassed(1e6))
