@@ -191,8 +191,10 @@ class Daemon:
         self.state = initial_state(settings.core, seed)
         self.counters: Counter[str] = Counter()
         self.finished: asyncio.Future[int] = self.loop.create_future()
+        #: The armed timer and when it fires; the core's latest deadline (never earlier).
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._deadline: float | None = None
         self._up = False
         self._stopping = False
         self._reconnect: asyncio.TimerHandle | None = None
@@ -234,22 +236,36 @@ class Daemon:
         self._arm(transition.deadline)
 
     def _arm(self, deadline: float | None) -> None:
-        if deadline == self._timer_at:
+        # The core's deadline moves with almost every step: each new request is due
+        # request_timeout after it came in, and the last answer clears it. Cancelling and making
+        # a timer each time cost a call_at and a cancel per request (and with uvloop a handle
+        # closed on the next turn of the loop), so a timer is only made when the new deadline is
+        # earlier than the armed one. One that fires before the deadline it then finds re-arms
+        # for it, and one that finds none does nothing: a spare wake-up per request_timeout.
+        self._deadline = deadline
+        if deadline is None:
+            return
+        at = self._timer_at
+        if at is not None and at <= deadline:
             return
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
         self._timer_at = deadline
-        if deadline is not None:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+        self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
-        due = self._timer_at
+        armed = self._timer_at
+        deadline = self._deadline
         self._timer = None
         self._timer_at = None
-        # asyncio may fire up to one clock resolution early; the deadline has been reached.
+        if deadline is None:
+            return
+        if armed is not None and deadline > armed:
+            self._arm(deadline)
+            return
+        # The loop may fire up to one clock resolution early; the deadline has been reached.
         now = self.loop.time()
-        self.apply(TimePassed(now if due is None or now >= due else due))
+        self.apply(TimePassed(now if now >= deadline else deadline))
 
     def _send(self, stanza: Any) -> None:
         text = to_text(stanza, self._ns)
