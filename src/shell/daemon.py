@@ -117,11 +117,20 @@ class _EveryStanza(MatcherBase):
         return xml.xml.tag in self._tags  # type: ignore[no-any-return]
 
 
-class _Component(ComponentXMPP):  # type: ignore[misc]
+#: The most one read from the socket brings (what asyncio's and uvloop's own reads ask for).
+_READ_SIZE = 256 * 1024
+
+
+class _Component(ComponentXMPP, asyncio.BufferedProtocol):  # type: ignore[misc]
     """ComponentXMPP with its own stanza handling switched off.
 
     ``on_element`` gets every iq, message and presence element as parsed; ``flush`` gets what
     was queued in ``batch`` while one read from the socket was being parsed.
+
+    The socket is read into one buffer kept for the purpose (a buffered protocol). A plain
+    protocol on asyncio's loop gets a fresh 256 KiB bytes object per read, which glibc maps,
+    shrinks and unmaps again: three system calls and a page fault per read on top of the
+    read itself (strace -c at one request in flight).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -139,6 +148,7 @@ class _Component(ComponentXMPP):  # type: ignore[misc]
         self.batch: list[str] | None = None
         #: Set once our end of stream has gone out: nothing written after it counts.
         self.stream_ended = False
+        self._read_buffer = memoryview(bytearray(_READ_SIZE))
 
     def connection_made(self, transport: Any, send_event: bool = True) -> None:
         self.stream_ended = False
@@ -155,6 +165,12 @@ class _Component(ComponentXMPP):  # type: ignore[misc]
             handler(xml)
         else:
             super()._spawn_event(xml)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._read_buffer[:nbytes].tobytes())
 
     def data_received(self, data: bytes | str) -> None:
         batch: list[str] = []
