@@ -16,7 +16,7 @@ import re
 import signal
 from collections import Counter
 from typing import Any
-from xml.etree.ElementTree import Element
+from xml.etree.ElementTree import Element, ParseError
 
 from client_proxy.core import (
     ConnectionLost,
@@ -33,6 +33,7 @@ from client_proxy.core import (
     step,
 )
 from slixmpp import ComponentXMPP
+from slixmpp.stanza.stream_error import StreamError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher.base import MatcherBase
 
@@ -64,9 +65,11 @@ _LEVELS = {
 # - For every element it parses, slixmpp builds a stanza object (plugins, interfaces), runs the
 #   incoming filters and every handler's matcher; with py-spy under load (`just bench --profile`)
 #   that and its tostring (escaping character by character) were most of the shell's time. So
-#   _Component._spawn_event hands iq/message/presence elements straight to the daemon, and
-#   everything else (the handshake, stream errors) goes through slixmpp as before. The catch-all
-#   handler below stays as a safety net in case a slixmpp upgrade stops calling _spawn_event.
+#   _Component reads the stream itself (XMLStream.data_received, spelled out in
+#   _Component._read_events) and hands iq/message/presence elements straight to the daemon;
+#   everything else (the handshake, stream errors) goes to slixmpp's _spawn_event as before. The
+#   catch-all handler below stays as a safety net for any stanza that reaches slixmpp's own
+#   handling all the same.
 # - What the daemon sends while slixmpp is parsing one read from the socket is written in one
 #   transport.write at the end of that read (one send() instead of one per stanza).
 # - After a stop, slixmpp's disconnect() writes the end of stream with send_raw(stream_footer)
@@ -159,13 +162,6 @@ class _Component(ComponentXMPP, asyncio.BufferedProtocol):  # type: ignore[misc]
         if data == self.stream_footer:  # how slixmpp ends the stream (_end_stream_wait)
             self.stream_ended = True
 
-    def _spawn_event(self, xml: Element) -> None:
-        handler = self.on_element
-        if handler is not None and xml.tag in self._stanza_tags:
-            handler(xml)
-        else:
-            super()._spawn_event(xml)
-
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._read_buffer
 
@@ -173,14 +169,54 @@ class _Component(ComponentXMPP, asyncio.BufferedProtocol):  # type: ignore[misc]
         self.data_received(self._read_buffer[:nbytes].tobytes())
 
     def data_received(self, data: bytes | str) -> None:
+        parser = self.parser
+        if parser is None:  # not connected: slixmpp logs it
+            super().data_received(data)
+            return
         batch: list[str] = []
         self.batch = batch
         try:
-            super().data_received(data)
+            parser.feed(data)
+            self._read_events(parser)
+        except ParseError:
+            # What slixmpp does with XML that is not well-formed: a stream error, and goodbye.
+            log.error("Parse error: %r", data)
+            error = StreamError()
+            error["condition"] = "not-well-formed"
+            error["text"] = f"Server sent: {data!r}"
+            self.send(error)
+            self.disconnect()
         finally:
             self.batch = None
             if batch and self.flush is not None:
                 self.flush(batch)
+
+    def _read_events(self, parser: Any) -> None:
+        # slixmpp 1.17's XMLStream.data_received, less what it spends on each parser event (a
+        # typing.cast call and a second test of the event's kind), and with the daemon's
+        # stanzas handed over at once: this runs at every wake-up of the proxy.
+        on_element = self.on_element
+        stanza_tags = self._stanza_tags
+        for event, xml in parser.read_events():
+            if event == "start":
+                if self.xml_depth == 0:  # the stream's root element: the server's header
+                    self.xml_root = xml
+                    self.start_stream_handler(xml)
+                self.xml_depth += 1
+                continue
+            self.xml_depth -= 1
+            depth = self.xml_depth
+            if depth == 1:  # a child of the root element: a stanza
+                if on_element is not None and xml.tag in stanza_tags:
+                    on_element(xml)
+                else:
+                    self._spawn_event(xml)
+                if self.xml_root is not None:
+                    self.xml_root.clear()  # keep the root element empty of children
+            elif depth == 0:  # the server's end of stream
+                self.disconnect_reason = "End of stream"
+                self.abort()
+                return
 
     def _handlers_for(self, event: str) -> list[Any]:
         names = {

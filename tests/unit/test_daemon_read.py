@@ -133,3 +133,48 @@ def test_what_one_read_brings_is_answered_in_one_write() -> None:
         assert [f.get("id") for f in transport.stanzas()] == [f"r{n}" for n in range(5)]
 
     asyncio.run(main())
+
+
+def test_the_servers_end_of_stream_closes_the_connection() -> None:
+    async def main() -> None:
+        _, xmpp, transport = await connected()
+        aborted: list[bool] = []
+        xmpp.abort = lambda: aborted.append(True)
+        feed(xmpp, request("last") + "</stream:stream>")
+        # What came before the end of stream is still handled.
+        assert [f.get("id") for f in transport.stanzas()] == ["last"]
+        assert aborted == [True]
+        assert xmpp.disconnect_reason == "End of stream"
+
+    asyncio.run(main())
+
+
+def test_xml_that_is_not_well_formed_ends_the_stream_with_a_stream_error() -> None:
+    async def main() -> None:
+        _, xmpp, transport = await connected()
+        sent: list[Any] = []
+        disconnected: list[bool] = []
+        xmpp.send = sent.append
+        xmpp.disconnect = lambda *a, **k: disconnected.append(True)
+        feed(xmpp, "<iq type='get' id='x'><unclosed></iq>")
+        (error,) = sent
+        assert error["condition"] == "not-well-formed"
+        assert disconnected == [True]
+        assert transport.stanzas() == []
+
+    asyncio.run(main())
+
+
+def test_elements_other_than_stanzas_still_go_to_slixmpp() -> None:
+    async def main() -> None:
+        _, xmpp, _ = await connected()
+        errors: list[Any] = []
+        xmpp.add_event_handler("stream_error", errors.append)
+        feed(
+            xmpp,
+            "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>",
+        )
+        (error,) = errors
+        assert error["condition"] == "conflict"
+
+    asyncio.run(main())
