@@ -101,12 +101,13 @@ class Revision:
             if part.is_dir():
                 (package / part.name).symlink_to(Path("..", "..", "src", part.name))
         self.path = dest / ".editable"
+        #: The revision's default `event_loop`, if its config says.
+        self.default_event_loop = self._default_event_loop(dest / "src" / "shell" / "config.py")
 
-    @property
-    def default_event_loop(self) -> str | None:
+    def _default_event_loop(self, config: Path) -> str | None:
         """The revision's default `event_loop` (from its config.DEFAULTS), if it says."""
         try:
-            tree = ast.parse((self.path.parent / "src" / "shell" / "config.py").read_text())
+            tree = ast.parse(config.read_text(encoding="utf-8"))
             for node in ast.walk(tree):
                 if isinstance(node, ast.AnnAssign | ast.Assign) and node.value is not None:
                     names = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
