@@ -594,34 +594,40 @@ def markdown(
     results: Results, plot: str | None, compared: tuple[dict[str, Any], bool] | None
 ) -> str:
     rows = [HEADER, *table_rows(results)]
-    paths = ", ".join(
-        f"`{path}` ({proxy.config}: {proxy.loop}{', the baseline' if proxy.baseline else ''})"
-        for path, proxy in results.proxies.items()
-    )
-    out = [
-        "# Benchmarks",
-        "",
-        "Written by `just bench` (`benchmarks/bench.py`); rerun it to refresh this page. What it",
-        "measures: the same workload (an IQ get with a ~120 byte payload, answered with a small",
-        "result) sent by one requester directly to the target's two resources (`direct`) and",
-        "through client-proxy, against a real Prosody on loopback, at 1, 10 and 100 requests in",
-        "flight, interleaved in one run. There is one proxy process per configuration, each",
-        f"serving a component domain of its own: {paths}. Latency is the round trip the",
-        "requester sees. The CPU columns are CPU seconds per 1,000 requests of each process",
-        "(utime + stime from /proc; the target and the load generator each run in a process of",
-        "their own; `proxy` is the path's own proxy). `proxy wake-ups` counts the times per",
-        "request the path's proxy was woken (voluntary context switches): at 1 in flight it is",
-        "woken for the request and again for the reply, and what it costs is paid per wake-up.",
+
+    def described(path: str, proxy: Proxy) -> str:
+        config = "the default config" if proxy.event_loop is None else f"`{proxy.config}`"
+        if proxy.baseline:
+            assert results.baseline is not None
+            return f"`{path}` ({config}, revision `{results.baseline.commit[:7]}`)"
+        return f"`{path}` ({config}, on {proxy.loop})"
+
+    paths = ", ".join(described(path, proxy) for path, proxy in results.proxies.items())
+    paragraphs = [
+        "Written by `just bench` (`benchmarks/bench.py`); rerun it to refresh this page. What it "
+        "measures: the same workload (an IQ get with a ~120 byte payload, answered with a small "
+        "result) sent by one requester directly to the target's two resources (`direct`) and "
+        "through client-proxy, against a real Prosody on loopback, at 1, 10 and 100 requests in "
+        "flight, interleaved in one run. There is one proxy process per configuration, each "
+        f"serving a component domain of its own: {paths}. Latency is the round trip the "
+        "requester sees. The CPU columns are CPU seconds per 1,000 requests of each process "
+        "(utime + stime from /proc; the target and the load generator each run in a process of "
+        "their own; `proxy` is the path's own proxy). `proxy wake-ups` counts the times per "
+        "request the path's proxy was woken (voluntary context switches): at 1 in flight it is "
+        "woken for the request and again for the reply, and what it costs is paid per wake-up. "
         "`errors` counts error replies and requests left unanswered (expected 0).",
-        "",
-        "The machine is shared with other work, so absolute figures move from run to run; the",
-        "ratios below compare paths measured in the same run. The throughput share of the cap",
-        "works out as Prosody's CPU use per second proxied / direct: 1.0 means the proxy never",
-        "left Prosody waiting. To see where the proxy spends its time, `just bench --profile",
-        "proxy.svg` adds a py-spy flame graph of one proxied phase at 100 in flight",
-        "(`--profile-inflight 1` for the cost of one wake-up, `--profile-native` for the C",
+        "The machine is shared with other work, so absolute figures move from run to run; the "
+        "ratios below compare paths measured in the same run. The throughput share of the cap "
+        "works out as Prosody's CPU use per second proxied / direct: 1.0 means the proxy never "
+        "left Prosody waiting. To see where the proxy spends its time, `just bench --profile "
+        "proxy.svg` adds a py-spy flame graph of one proxied phase at 100 in flight "
+        "(`--profile-inflight 1` for the cost of a wake-up, `--profile-native` for the C "
         "frames); `just bench --baseline REV` measures revision REV's proxy in the same run.",
-        "",
+    ]
+    out = ["# Benchmarks", ""]
+    for paragraph in paragraphs:
+        out += [textwrap.fill(paragraph, 95, break_long_words=False, break_on_hyphens=False), ""]
+    out += [
         "Machine:",
         "",
         *(f"- {line}" for line in results.machine),
