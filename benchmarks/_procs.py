@@ -1,14 +1,18 @@
-"""Processes for the bench and the soak: CPU and RSS from /proc, `client-proxy run` as a child,
-helper processes spoken to by lines on stdin/stdout, and a description of the machine."""
+"""Processes for the bench and the soak: CPU, wake-ups and RSS from /proc, `client-proxy run` as
+a child (this checkout's, or another revision's exported beside it), helper processes spoken to
+by lines on stdin/stdout, and a description of the machine."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import io
 import os
 import platform
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from importlib import metadata
@@ -20,9 +24,11 @@ __all__ = [
     "CLK_TCK",
     "Helper",
     "ProxyProcess",
+    "Revision",
     "cpu_seconds",
     "machine_description",
     "rss_kib",
+    "wakeups",
     "write_proxy_config",
 ]
 
@@ -36,6 +42,16 @@ def cpu_seconds(pid: int) -> float:
     # The command name (field 2) may hold spaces; the fields after it are space separated.
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def wakeups(pid: int) -> int:
+    """How many times process ``pid`` has gone to sleep and been woken (voluntary context
+    switches of its main thread: for an event loop, one per wait for the network or a timer)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    return 0
 
 
 def rss_kib(pid: int) -> int:
@@ -52,12 +68,88 @@ def write_proxy_config(path: Path, settings: dict[str, object]) -> Path:
     return path
 
 
-class ProxyProcess:
-    """`client-proxy run --config PATH` as a child; its stderr lines are kept in `lines`."""
+class Revision:
+    """client-proxy as of another git revision of this repository, to run beside this checkout's.
 
-    def __init__(self, config: Path, *, extra_args: tuple[str, ...] = (), echo: bool = False):
+    Its `src/` is exported (git archive) under ``dest``, with the installed layout of an editable
+    install (``dest/.editable/client_proxy/core`` -> ``dest/src/core``, ...): run with that folder
+    first on PYTHONPATH, `client_proxy.*` is that revision's code, with this environment's
+    packages (slixmpp, uvloop, ...).
+    """
+
+    def __init__(self, rev: str, dest: Path, repo: Path) -> None:
+        def git(*args: str) -> bytes:
+            return subprocess.run(
+                ["git", "-C", str(repo), *args], capture_output=True, check=True
+            ).stdout
+
+        self.rev = rev
+        self.commit = git("rev-parse", "--verify", f"{rev}^{{commit}}").decode().strip()
+        self.subject = git("log", "-1", "--format=%s", self.commit).decode().strip()
+        archive = git("archive", "--format=tar", self.commit, "src")
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
+                tar.extractall(dest, filter="data")
+            else:
+                tar.extractall(dest)  # our own repository's archive
+        if not (dest / "src" / "shell" / "cli.py").exists():
+            raise RuntimeError(f"{rev} has no src/shell/cli.py: not a revision the bench can run")
+        package = dest / ".editable" / "client_proxy"
+        package.mkdir(parents=True, exist_ok=True)
+        for part in (dest / "src").iterdir():
+            if part.is_dir():
+                (package / part.name).symlink_to(Path("..", "..", "src", part.name))
+        self.path = dest / ".editable"
+        #: The revision's default `event_loop`, if its config says.
+        self.default_event_loop = self._default_event_loop(dest / "src" / "shell" / "config.py")
+
+    def _default_event_loop(self, config: Path) -> str | None:
+        """The revision's default `event_loop` (from its config.DEFAULTS), if it says."""
+        try:
+            tree = ast.parse(config.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.AnnAssign | ast.Assign) and node.value is not None:
+                    names = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
+                    if any(isinstance(n, ast.Name) and n.id == "DEFAULTS" for n in names):
+                        value = ast.literal_eval(node.value).get("event_loop")
+                        return value if isinstance(value, str) else None
+        except (OSError, SyntaxError, ValueError, AttributeError):
+            pass
+        return None
+
+    @property
+    def command(self) -> list[str]:
+        """How to run that revision's `client-proxy` (with :attr:`env`)."""
+        return [
+            sys.executable,
+            "-c",
+            "import sys; from client_proxy.shell.cli import main; sys.exit(main())",
+        ]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(self.path)}
+
+
+class ProxyProcess:
+    """`client-proxy run --config PATH` as a child; its stderr lines are kept in `lines`.
+
+    ``revision``: run that revision's code instead of this checkout's.
+    """
+
+    def __init__(
+        self,
+        config: Path,
+        *,
+        extra_args: tuple[str, ...] = (),
+        echo: bool = False,
+        revision: Revision | None = None,
+    ):
+        command = revision.command if revision is not None else cli_command()
         self.process = subprocess.Popen(
-            [*cli_command(), "run", "--config", str(config), *extra_args],
+            [*command, "run", "--config", str(config), *extra_args],
+            env=revision.env if revision is not None else None,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

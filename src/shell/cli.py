@@ -62,10 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print(
             f"{args.config}: OK: {settings.component} proxies IQs to {settings.target} "
-            f"via {settings.host}:{settings.port}"
+            f"via {settings.host}:{settings.port} (event loop: {settings.event_loop})"
         )
+        if settings.event_loop_note:
+            print(f"{args.config}: note: {settings.event_loop_note}")
         return 0
     _setup_logging(args.log_level)
+    if settings.event_loop_note:
+        logging.getLogger("client_proxy").info("event_loop: %s", settings.event_loop_note)
     try:
         with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
             return runner.run(run(settings))
@@ -75,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     if name == "uvloop":
-        import uvloop  # noqa: PLC0415  # optional; the config check made sure it is installed
+        import uvloop  # noqa: PLC0415  # not on every platform; the config made sure it is here
 
         return uvloop.new_event_loop  # type: ignore[no-any-return]
     return None

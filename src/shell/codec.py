@@ -132,29 +132,36 @@ _TEXT_SPECIAL = re.compile("[&<>\r]")
 _TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 
 
+_attr_special = _ATTR_SPECIAL.search
+_text_special = _TEXT_SPECIAL.search
+
+
 def _attr(value: str) -> str:
-    return value.translate(_ATTR_ESCAPES) if _ATTR_SPECIAL.search(value) else value
+    return value.translate(_ATTR_ESCAPES) if _attr_special(value) else value
 
 
 def _text(value: str) -> str:
-    return value.translate(_TEXT_ESCAPES) if _TEXT_SPECIAL.search(value) else value
+    return value.translate(_TEXT_ESCAPES) if _text_special(value) else value
 
 
 def _write_attributes(items: object, out: list[str]) -> None:
     declared = 0
-    for key, value in items:  # type: ignore[attr-defined]
-        name = key
-        if key[:1] == "{":
-            namespace, _, local = key[1:].partition("}")
-            if namespace == XML_NS:
-                name = "xml:" + local
-            else:
-                # An attribute in a namespace of its own: declare a prefix for it right here.
-                prefix = f"ns{declared}"
-                declared += 1
-                out.append(f" xmlns:{prefix}='{_attr(namespace)}'")
-                name = f"{prefix}:{local}"
-        out.append(f" {name}='{_attr(value)}'")
+    for key, raw in items:  # type: ignore[attr-defined]
+        value = raw.translate(_ATTR_ESCAPES) if _attr_special(raw) else raw
+        if key[:1] != "{":
+            out.append(f" {key}='{value}'")
+            continue
+        namespace, _, local = key[1:].partition("}")
+        if namespace == XML_NS:
+            out.append(f" xml:{local}='{value}'")
+        else:
+            # An attribute in a namespace of its own: declare a prefix for it right here.
+            out.append(f" xmlns:ns{declared}='{_attr(namespace)}' ns{declared}:{local}='{value}'")
+            declared += 1
+
+
+# The writer below runs for every stanza sent: it spells out _attr and _text where it can (a
+# function call costs more than the check itself) and appends whole pieces rather than parts.
 
 
 def _write_element(el: Element, parent_ns: str, out: list[str]) -> None:
@@ -167,38 +174,50 @@ def _write_element(el: Element, parent_ns: str, out: list[str]) -> None:
         namespace, _, name = tag[1:].partition("}")
     else:
         namespace, name = "", tag
-    out.append("<" + name)
-    if namespace != parent_ns:
-        out.append(f" xmlns='{_attr(namespace)}'")
-    if el.attrib:
-        _write_attributes(el.attrib.items(), out)
+    if namespace == parent_ns:
+        out.append("<" + name)
+    else:
+        out.append(f"<{name} xmlns='{_attr(namespace)}'")
+    attrib = el.attrib
+    if attrib:
+        _write_attributes(attrib.items(), out)
     text = el.text
-    if text or len(el):
-        out.append(">")
+    if len(el):
         if text:
-            out.append(_text(text))
+            out.append(">" + (text.translate(_TEXT_ESCAPES) if _text_special(text) else text))
+        else:
+            out.append(">")
         for child in el:
             _write_element(child, namespace, out)
         out.append(f"</{name}>")
+    elif text:
+        if _text_special(text):
+            text = text.translate(_TEXT_ESCAPES)
+        out.append(f">{text}</{name}>")
     else:
         out.append("/>")
-    if el.tail:
-        out.append(_text(el.tail))
+    tail = el.tail
+    if tail:
+        out.append(tail.translate(_TEXT_ESCAPES) if _text_special(tail) else tail)
 
 
 def to_text(stanza: Stanza, namespace: str) -> str:
     """The XML text of ``stanza`` as a top-level element of a stream whose default namespace is
     ``namespace`` (`jabber:component:accept`)."""
-    kind = stanza.kind
-    out = ["<" + kind]
-    if stanza.type is not None:
-        out.append(f" type='{_attr(stanza.type)}'")
-    if stanza.id is not None:
-        out.append(f" id='{_attr(stanza.id)}'")
-    if stanza.from_ is not None:
-        out.append(f" from='{_attr(stanza.from_)}'")
-    if stanza.to is not None:
-        out.append(f" to='{_attr(stanza.to)}'")
+    # By name, not by unpacking: the core may give its stanzas more fields.
+    kind, type_, id_, from_, to = stanza.kind, stanza.type, stanza.id, stanza.from_, stanza.to
+    if _attr_special(f"{type_}{id_}{from_}{to}"):
+        type_, id_, from_, to = (None if v is None else _attr(v) for v in (type_, id_, from_, to))
+    head = "<" + kind
+    if type_ is not None:
+        head += f" type='{type_}'"
+    if id_ is not None:
+        head += f" id='{id_}'"
+    if from_ is not None:
+        head += f" from='{from_}'"
+    if to is not None:
+        head += f" to='{to}'"
+    out = [head]
     if stanza.extra:
         _write_attributes(stanza.extra, out)
     payload = stanza.payload

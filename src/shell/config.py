@@ -44,7 +44,7 @@ SHELL_DEFAULTS: dict[str, Any] = {
     "drain_timeout": 5.0,
     "reconnect_max_delay": 30.0,
     "seed": None,
-    "event_loop": "asyncio",
+    "event_loop": "uvloop",
 }
 #: Every optional key with its default, as the README's config reference lists them: the core's
 #: come from ProxyConfig, the one source of truth (lists where TOML has lists).
@@ -52,8 +52,9 @@ DEFAULTS: dict[str, Any] = {
     **{k: list(v) if isinstance(v, tuple) else v for k, v in _CORE_DEFAULTS.items()},
     **SHELL_DEFAULTS,
 }
-#: The values of `event_loop`: the standard library's loop, or uvloop (an optional dependency:
-#: `pip install 'client-proxy[uvloop]'`).
+#: The values of `event_loop`: uvloop (a dependency wherever it installs: CPython, not on
+#: Windows), or the standard library's own loop. Left out, `event_loop` is uvloop if it is
+#: installed and asyncio otherwise (see :attr:`Settings.event_loop_note`).
 EVENT_LOOPS = ("asyncio", "uvloop")
 _REQUIRED = ("component", "server", "target")
 _SECRETS = ("secret", "secret_file")
@@ -75,7 +76,12 @@ class Settings:
     drain_timeout: float
     reconnect_max_delay: float
     seed: int | None
+    #: The event loop `client-proxy run` runs on, as parse_settings resolves it: uvloop, unless
+    #: the config asks for asyncio or uvloop is not installed. Settings made by hand: asyncio.
     event_loop: str = "asyncio"
+    #: Set when `event_loop` was left to its default and that could not be had: why the proxy
+    #: runs on another loop (one line, for the log).
+    event_loop_note: str | None = None
 
     @property
     def component(self) -> str:
@@ -125,11 +131,20 @@ def parse_settings(
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ConfigError(f"seed must be an integer, not {seed!r}")
     event_loop = values["event_loop"]
+    event_loop_note = None
     if event_loop not in EVENT_LOOPS:
         raise ConfigError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}, not {event_loop!r}")
     if event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
-        raise ConfigError(
-            "event_loop = 'uvloop' needs the uvloop package: pip install 'client-proxy[uvloop]'"
+        if "event_loop" in raw:
+            raise ConfigError(
+                "event_loop = 'uvloop' needs the uvloop package, which is not installed "
+                "(pip install uvloop; it does not exist for Windows or PyPy)"
+            )
+        # The default, where uvloop does not install: asyncio's own loop does the same job.
+        event_loop = "asyncio"
+        event_loop_note = (
+            "uvloop is not installed: running on asyncio's own event loop "
+            "(set event_loop = 'asyncio' to say so)"
         )
 
     # The core's settings are checked by ProxyConfig itself; the shell only turns TOML into its
@@ -144,7 +159,17 @@ def parse_settings(
         for key, name in _CORE_NAMES.items():
             message = message.replace(name, key)
         raise ConfigError(message) from None
-    return Settings(core, host, port, secret, drain_timeout, reconnect_max_delay, seed, event_loop)
+    return Settings(
+        core,
+        host,
+        port,
+        secret,
+        drain_timeout,
+        reconnect_max_delay,
+        seed,
+        event_loop,
+        event_loop_note,
+    )
 
 
 def _string(raw: dict[str, Any], key: str) -> str:

@@ -15,7 +15,7 @@ import random
 import signal
 from collections import Counter
 from typing import Any
-from xml.etree.ElementTree import Element
+from xml.etree.ElementTree import Element, ParseError
 
 from client_proxy.core import (
     ConnectionLost,
@@ -35,6 +35,7 @@ from client_proxy.core import (
     step,
 )
 from slixmpp import ComponentXMPP
+from slixmpp.stanza.stream_error import StreamError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher.base import MatcherBase
 
@@ -66,9 +67,11 @@ _LEVELS = {
 # - For every element it parses, slixmpp builds a stanza object (plugins, interfaces), runs the
 #   incoming filters and every handler's matcher; with py-spy under load (`just bench --profile`)
 #   that and its tostring (escaping character by character) were most of the shell's time. So
-#   _Component._spawn_event hands iq/message/presence elements straight to the daemon, and
-#   everything else (the handshake, stream errors) goes through slixmpp as before. The catch-all
-#   handler below stays as a safety net in case a slixmpp upgrade stops calling _spawn_event.
+#   _Component reads the stream itself (XMLStream.data_received, spelled out in
+#   _Component._read_events) and hands iq/message/presence elements straight to the daemon;
+#   everything else (the handshake, stream errors) goes to slixmpp's _spawn_event as before. The
+#   catch-all handler below stays as a safety net for any stanza that reaches slixmpp's own
+#   handling all the same.
 # - What the daemon sends while slixmpp is parsing one read from the socket is written in one
 #   transport.write at the end of that read (one send() instead of one per stanza).
 # - After a stop, slixmpp's disconnect() writes the end of stream with send_raw(stream_footer)
@@ -104,12 +107,21 @@ class _EveryStanza(MatcherBase):
         return xml.xml.tag in self._tags  # type: ignore[no-any-return]
 
 
-class _Component(ComponentXMPP):  # type: ignore[misc]
+#: The most one read from the socket brings (what asyncio's and uvloop's own reads ask for).
+_READ_SIZE = 256 * 1024
+
+
+class _Component(ComponentXMPP, asyncio.BufferedProtocol):  # type: ignore[misc]
     """ComponentXMPP with its own stanza handling switched off.
 
     ``on_element`` gets every iq, message and presence element as parsed; ``flush`` gets what
     was queued in ``batch`` while one read from the socket was being parsed; ``on_end_of_stream``
     is called when our end of stream has been written.
+
+    The socket is read into one buffer kept for the purpose (a buffered protocol). A plain
+    protocol on asyncio's loop gets a fresh 256 KiB bytes object per read, which glibc maps,
+    shrinks and unmaps again: three system calls and a page fault per read on top of the
+    read itself (strace -c at one request in flight).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -126,6 +138,7 @@ class _Component(ComponentXMPP):  # type: ignore[misc]
         self.flush: Any = None
         self.batch: list[str] | None = None
         self.on_end_of_stream: Any = None
+        self._read_buffer = memoryview(bytearray(_READ_SIZE))
 
     def send_raw(self, data: str | bytes) -> None:
         super().send_raw(data)
@@ -133,22 +146,61 @@ class _Component(ComponentXMPP):  # type: ignore[misc]
         if data == self.stream_footer and self.on_end_of_stream is not None:
             self.on_end_of_stream()
 
-    def _spawn_event(self, xml: Element) -> None:
-        handler = self.on_element
-        if handler is not None and xml.tag in self._stanza_tags:
-            handler(xml)
-        else:
-            super()._spawn_event(xml)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._read_buffer[:nbytes].tobytes())
 
     def data_received(self, data: bytes | str) -> None:
+        parser = self.parser
+        if parser is None:  # not connected: slixmpp logs it
+            super().data_received(data)
+            return
         batch: list[str] = []
         self.batch = batch
         try:
-            super().data_received(data)
+            parser.feed(data)
+            self._read_events(parser)
+        except ParseError:
+            # What slixmpp does with XML that is not well-formed: a stream error, and goodbye.
+            log.error("Parse error: %r", data)
+            error = StreamError()
+            error["condition"] = "not-well-formed"
+            error["text"] = f"Server sent: {data!r}"
+            self.send(error)
+            self.disconnect()
         finally:
             self.batch = None
             if batch and self.flush is not None:
                 self.flush(batch)
+
+    def _read_events(self, parser: Any) -> None:
+        # slixmpp 1.17's XMLStream.data_received, less what it spends on each parser event (a
+        # typing.cast call and a second test of the event's kind), and with the daemon's
+        # stanzas handed over at once: this runs at every wake-up of the proxy.
+        on_element = self.on_element
+        stanza_tags = self._stanza_tags
+        for event, xml in parser.read_events():
+            if event == "start":
+                if self.xml_depth == 0:  # the stream's root element: the server's header
+                    self.xml_root = xml
+                    self.start_stream_handler(xml)
+                self.xml_depth += 1
+                continue
+            self.xml_depth -= 1
+            depth = self.xml_depth
+            if depth == 1:  # a child of the root element: a stanza
+                if on_element is not None and xml.tag in stanza_tags:
+                    on_element(xml)
+                else:
+                    self._spawn_event(xml)
+                if self.xml_root is not None:
+                    self.xml_root.clear()  # keep the root element empty of children
+            elif depth == 0:  # the server's end of stream
+                self.disconnect_reason = "End of stream"
+                self.abort()
+                return
 
     def _handlers_for(self, event: str) -> list[Any]:
         names = {
@@ -175,8 +227,10 @@ class Daemon:
         self.state = initial_state(settings.core, seed)
         self.counters: Counter[str] = Counter()
         self.finished: asyncio.Future[int] = self.loop.create_future()
+        #: The armed timer and when it fires; the core's latest deadline (never earlier).
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._deadline: float | None = None
         self._stopping = False
         self._reconnect: asyncio.TimerHandle | None = None
         self._attempt = 0
@@ -218,22 +272,36 @@ class Daemon:
         self._arm(transition.deadline)
 
     def _arm(self, deadline: float | None) -> None:
-        if deadline == self._timer_at:
+        # The core's deadline moves with almost every step: each new request is due
+        # request_timeout after it came in, and the last answer clears it. Cancelling and making
+        # a timer each time cost a call_at and a cancel per request (and with uvloop a handle
+        # closed on the next turn of the loop), so a timer is only made when the new deadline is
+        # earlier than the armed one. One that fires before the deadline it then finds re-arms
+        # for it, and one that finds none does nothing: a spare wake-up per request_timeout.
+        self._deadline = deadline
+        if deadline is None:
+            return
+        at = self._timer_at
+        if at is not None and at <= deadline:
             return
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
         self._timer_at = deadline
-        if deadline is not None:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+        self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
-        due = self._timer_at
+        armed = self._timer_at
+        deadline = self._deadline
         self._timer = None
         self._timer_at = None
-        # asyncio may fire up to one clock resolution early; the deadline has been reached.
+        if deadline is None:
+            return
+        if armed is not None and deadline > armed:
+            self._arm(deadline)
+            return
+        # The loop may fire up to one clock resolution early; the deadline has been reached.
         now = self.loop.time()
-        self.apply(TimePassed(now if due is None or now >= due else due))
+        self.apply(TimePassed(now if now >= deadline else deadline))
 
     def _send(self, stanza: Any) -> None:
         text = to_text(stanza, self._ns)

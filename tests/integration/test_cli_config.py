@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +34,21 @@ GOOD: dict[str, Any] = {
 }
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+#: The `client-proxy` command in a Python that cannot import uvloop, as on Windows or PyPy.
+WITHOUT_UVLOOP = [
+    sys.executable,
+    "-c",
+    "import sys; sys.modules['uvloop'] = None; "
+    "from client_proxy.shell.cli import main; sys.exit(main())",
+]
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, without_uvloop: bool = False
+) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k != "CLIENT_PROXY_SECRET"}
     return subprocess.run(
-        [*cli_command(), *args],
+        [*(WITHOUT_UVLOOP if without_uvloop else cli_command()), *args],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -69,13 +82,59 @@ def test_check_accepts_good_config(tmp_path: Path) -> None:
 
 
 def test_check_accepts_each_event_loop(tmp_path: Path) -> None:
-    """`event_loop` may be "asyncio" (the default) or "uvloop" (when uvloop is installed)."""
+    """`event_loop` may be "uvloop" (the default, when uvloop is installed) or "asyncio";
+    `check` names the loop `run` would use."""
     loops = ["asyncio"]
     if importlib.util.find_spec("uvloop") is not None:
         loops.append("uvloop")
     for loop in loops:
         result = cli("check", "--config", str(write(tmp_path, with_(event_loop=loop))))
         assert result.returncode == 0, (loop, result.stderr)
+        assert f"(event loop: {loop})" in result.stdout, result.stdout
+    default = "uvloop" if "uvloop" in loops else "asyncio"
+    result = cli("check", "--config", str(write(tmp_path, GOOD)))
+    assert f"(event loop: {default})" in result.stdout, result.stdout
+
+
+def test_the_default_event_loop_falls_back_to_asyncio_without_uvloop(tmp_path: Path) -> None:
+    """Where uvloop is not installed, a config that leaves `event_loop` out still works: `check`
+    says the proxy runs on asyncio and why, and `run` logs the same at info and runs."""
+    path = str(write(tmp_path, GOOD))
+    result = cli("check", "--config", path, without_uvloop=True)
+    assert result.returncode == 0, result.stderr
+    assert "(event loop: asyncio)" in result.stdout, result.stdout
+    assert "uvloop is not installed" in result.stdout, result.stdout
+
+    process = subprocess.Popen(
+        [*WITHOUT_UVLOOP, "run", "--config", path],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        assert "INFO event_loop: uvloop is not installed" in first, first
+        # It runs: it tries to connect (to port 9, where nothing listens) and stops on SIGTERM.
+        second = process.stderr.readline()
+        assert "starting:" in second, second
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_uvloop_asked_for_but_missing_is_a_config_error(tmp_path: Path) -> None:
+    """`event_loop = "uvloop"` said in so many words, where uvloop is not installed: `check` and
+    `run` exit 2 with one line naming the key."""
+    path = str(write(tmp_path, with_(event_loop="uvloop")))
+    for command in ("check", "run"):
+        result = cli(command, "--config", path, without_uvloop=True)
+        _assert_one_line_naming(result, ("event_loop",))
+        assert "uvloop" in result.stderr
 
 
 def test_check_accepts_secret_from_file_and_env(tmp_path: Path) -> None:

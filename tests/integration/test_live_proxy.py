@@ -811,14 +811,17 @@ def test_example_implementing_client(env: ProxyEnv) -> None:
 # -- event loops ----------------------------------------------------------------------------------
 
 
-def test_uvloop_event_loop(env: ProxyEnv) -> None:
-    """With `event_loop = "uvloop"` the daemon proxies the same: 100 requests over two
-    resources all answered once, a get held by a resource that drops its connection is retried
-    on the other, and SIGTERM still drains and exits 0."""
-    pytest.importorskip("uvloop")
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_each_event_loop(env: ProxyEnv, loop: str) -> None:
+    """With `event_loop = "uvloop"` (the default where it is installed) and with
+    `event_loop = "asyncio"` the daemon proxies the same: 100 requests over two resources all
+    answered once, a get held by a resource that drops its connection is retried on the other,
+    and SIGTERM still drains and exits 0."""
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
 
     async def main() -> None:
-        daemon = await env.ready_daemon(event_loop="uvloop")
+        daemon = await env.ready_daemon(event_loop=loop)
         alpha, bravo = await env.online(daemon, "alpha", "bravo")
         user = await env.requester()
         me = str(user.boundjid)
