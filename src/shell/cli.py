@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from .config import ConfigError, Settings, load_settings
 from .daemon import run
+from .logs import setup_logging
 
 __all__ = ["main"]
 
@@ -22,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve an XMPP component address from the online resources of one client "
         "account (an external XEP-0114 component with Jabber Address Translation).",
     )
+    parser.add_argument("--version", action="version", version=f"client-proxy {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run the proxy in the foreground, logging to stderr")
     run.add_argument("--config", required=True, metavar="PATH", help="the TOML config file")
@@ -36,15 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if level == "debug" else logging.INFO)
-    logging.getLogger("client_proxy").setLevel(level.upper())
-    # slixmpp logs every stanza at debug and connection chatter at info; its warnings matter.
-    logging.getLogger("slixmpp").setLevel(logging.INFO if level == "debug" else logging.WARNING)
+def _version() -> str:
+    try:
+        return version("client-proxy")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _load(path: str) -> Settings:
@@ -58,6 +58,10 @@ def _load(path: str) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `client-proxy` command; returns the exit code."""
     args = _parser().parse_args(argv)
+    if args.command == "run":
+        # A SIGHUP while starting (a terminal closing) must not kill the process; once the loop
+        # runs, SIGHUP reloads the config.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = _load(args.config)
     if args.command == "check":
         print(
@@ -66,15 +70,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if settings.event_loop_note:
             print(f"{args.config}: note: {settings.event_loop_note}")
+        for warning in settings.warnings:
+            print(f"{args.config}: warning: {warning}")
         return 0
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level, settings.log_format)
+    log = logging.getLogger("client_proxy")
     if settings.event_loop_note:
-        logging.getLogger("client_proxy").info("event_loop: %s", settings.event_loop_note)
+        log.info("event_loop: %s", settings.event_loop_note)
+    for warning in settings.warnings:
+        log.warning("config.warning: %s", warning)
     try:
         with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
-            return runner.run(run(settings))
+            return runner.run(run(settings, args.config))
     except KeyboardInterrupt:  # a signal before the handlers were installed
         return 130
+    except Exception:
+        # Through the log's format (JSON, journald's priority), not as a bare traceback.
+        log.exception("crashed: client-proxy %s stopped on an unexpected error", _version())
+        return 1
 
 
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import ipaddress
 import math
 import os
+import shlex
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,7 @@ from slixmpp.jid import JID, InvalidJID
 __all__ = [
     "DEFAULTS",
     "EVENT_LOOPS",
+    "LOG_FORMATS",
     "SECRET_ENV",
     "ConfigError",
     "Settings",
@@ -45,6 +49,8 @@ SHELL_DEFAULTS: dict[str, Any] = {
     "reconnect_max_delay": 30.0,
     "seed": None,
     "event_loop": "uvloop",
+    "metrics_listen": None,
+    "log_format": "text",
 }
 #: Every optional key with its default, as the README's config reference lists them: the core's
 #: come from ProxyConfig, the one source of truth (lists where TOML has lists).
@@ -56,6 +62,10 @@ DEFAULTS: dict[str, Any] = {
 #: Windows), or the standard library's own loop. Left out, `event_loop` is uvloop if it is
 #: installed and asyncio otherwise (see :attr:`Settings.event_loop_note`).
 EVENT_LOOPS = ("asyncio", "uvloop")
+#: The values of `log_format`: one line of text per event, or one JSON object per line.
+LOG_FORMATS = ("text", "json")
+#: What systemd's LoadCredential= sets for the service: `secret_file` may start with it.
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 _REQUIRED = ("component", "server", "target")
 _SECRETS = ("secret", "secret_file")
 _KNOWN = frozenset((*_REQUIRED, *_SECRETS, *DEFAULTS))
@@ -82,6 +92,13 @@ class Settings:
     #: Set when `event_loop` was left to its default and that could not be had: why the proxy
     #: runs on another loop (one line, for the log).
     event_loop_note: str | None = None
+    #: Where `GET /metrics` and `GET /healthz` are served (host, port); None: nowhere.
+    metrics_listen: tuple[str, int] | None = None
+    #: "text" or "json" (:data:`LOG_FORMATS`).
+    log_format: str = "text"
+    #: Things that work but that an operator should hear about (one line each): `check` prints
+    #: them, `run` logs them at warning.
+    warnings: tuple[str, ...] = ()
 
     @property
     def component(self) -> str:
@@ -122,7 +139,8 @@ def parse_settings(
     component = _domain(_string(raw, "component"))
     target = _bare_jid(_string(raw, "target"))
     host, port = _server(_string(raw, "server"))
-    secret = _secret(raw, base, env)
+    warnings: list[str] = []
+    secret = _secret(raw, base, env, warnings)
 
     values = {**DEFAULTS, **{k: v for k, v in raw.items() if k in DEFAULTS}}
     drain_timeout = _seconds(values, "drain_timeout")
@@ -147,6 +165,18 @@ def parse_settings(
             "(set event_loop = 'asyncio' to say so)"
         )
 
+    metrics_listen = None
+    if values["metrics_listen"] is not None:
+        metrics_listen = _server(_string(values, "metrics_listen"), "metrics_listen")
+        if not _loopback(metrics_listen[0]):
+            warnings.append(
+                f"metrics_listen {values['metrics_listen']!r} is not a loopback address: "
+                "anyone who can reach it reads the metrics and the health"
+            )
+    log_format = values["log_format"]
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
+
     # The core's settings are checked by ProxyConfig itself; the shell only turns TOML into its
     # types (lists into tuples, JIDs normalised as the server would).
     core_values = {k: values[k] for k in _CORE_DEFAULTS}
@@ -169,6 +199,9 @@ def parse_settings(
         seed,
         event_loop,
         event_loop_note,
+        metrics_listen=metrics_listen,
+        log_format=log_format,
+        warnings=tuple(warnings),
     )
 
 
@@ -217,43 +250,79 @@ def _bare_jid(text: str) -> str:
     return str(jid.bare)
 
 
-def _server(text: str) -> tuple[str, int]:
+def _server(text: str, key: str = "server") -> tuple[str, int]:
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text:
-        raise ConfigError(f"server {text!r} must be host:port (like 127.0.0.1:5347)")
+        raise ConfigError(f"{key} {text!r} must be host:port (like 127.0.0.1:5347)")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     try:
         port = int(port_text)
     except ValueError:
-        raise ConfigError(f"server port {port_text!r} is not a number") from None
+        raise ConfigError(f"{key} port {port_text!r} is not a number") from None
     if not 1 <= port <= 65535:
-        raise ConfigError(f"server port {port} is out of range (1-65535)")
+        raise ConfigError(f"{key} port {port} is out of range (1-65535)")
     return host, port
 
 
-def _secret(raw: dict[str, Any], base: Path | None, env: dict[str, str] | os._Environ[str]) -> str:
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _secret(
+    raw: dict[str, Any],
+    base: Path | None,
+    env: dict[str, str] | os._Environ[str],
+    warnings: list[str],
+) -> str:
     if "secret" in raw and "secret_file" in raw:
         raise ConfigError("set only one of secret and secret_file")
     if "secret" in raw:
         return _string(raw, "secret")
     if "secret_file" in raw:
-        path = Path(_string(raw, "secret_file"))
+        path = _credential_path(_string(raw, "secret_file"), env)
         if base is not None and not path.is_absolute():
             path = base / path
         try:
             secret = path.read_text(encoding="utf-8").strip()
+            mode = path.stat().st_mode
         except OSError as exc:
             raise ConfigError(f"cannot read secret_file {str(path)!r}: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise ConfigError(f"secret_file {str(path)!r} is not UTF-8 text") from None
         if not secret:
             raise ConfigError(f"secret_file {str(path)!r} is empty")
+        if mode & stat.S_IROTH:
+            warnings.append(
+                f"secret_file {str(path)!r} is readable by every user of this machine "
+                f"(chmod o-r {shlex.quote(str(path))})"
+            )
         return secret
     secret = env.get(SECRET_ENV, "").strip()
     if not secret:
         raise ConfigError(f"missing key 'secret' (or 'secret_file', or ${SECRET_ENV})")
     return secret
+
+
+def _credential_path(text: str, env: dict[str, str] | os._Environ[str]) -> Path:
+    """`secret_file`, with a leading ``$CREDENTIALS_DIRECTORY`` (or ``${...}``) replaced by the
+    folder where systemd put the service's credentials (``LoadCredential=``): the unit names
+    the credential, the config file names the same path whatever folder systemd picks."""
+    for prefix in (f"${{{CREDENTIALS_ENV}}}", f"${CREDENTIALS_ENV}"):
+        if text.startswith(prefix):
+            folder = env.get(CREDENTIALS_ENV, "")
+            if not folder:
+                raise ConfigError(
+                    f"secret_file {text!r} names ${CREDENTIALS_ENV}, which is not set "
+                    "(systemd sets it for a unit with LoadCredential=)"
+                )
+            return Path(folder) / text[len(prefix) :].lstrip("/")
+    return Path(text)
 
 
 def _seconds(values: dict[str, Any], key: str, positive: bool = False) -> float:

@@ -26,6 +26,7 @@ from client_proxy.core import (
     Link,
     LogRecord,
     Reconnect,
+    RequestEnded,
     SendStanza,
     StanzaReceived,
     Stopped,
@@ -41,10 +42,21 @@ from slixmpp.xmlstream.matcher.base import MatcherBase
 
 from .codec import from_element, to_text
 from .config import Settings
+from .health import status_line
+from .metrics import Metrics, MetricsServer
+from .notify import Notifier
+from .reload import reload_config
 
-__all__ = ["Daemon", "run"]
+__all__ = ["EX_CONFIG", "FATAL_AT_FIRST", "Daemon", "run"]
 
 log = logging.getLogger("client_proxy")
+
+#: sysexits.h's EX_CONFIG: systemd units say RestartPreventExitStatus=78, so a broken config
+#: is not restarted in a loop.
+EX_CONFIG = 78
+#: Stream errors (RFC 6120 §4.9.3) that, at the first connection, mean the config is wrong:
+#: a bad secret (not-authorized), a component the server does not know (host-unknown).
+FATAL_AT_FIRST = frozenset({"not-authorized", "host-unknown"})
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -238,6 +250,17 @@ class Daemon:
         self._jitter = random.Random(seed)
         #: The core asked for a fresh connection (Reconnect) and it is not up yet.
         self._flushing = False
+        #: Set by `run` when `metrics_listen` is: what the core reports is counted there.
+        self.metrics: Metrics | None = None
+        #: systemd's notification socket (does nothing when not under systemd).
+        self.notifier = Notifier()
+        #: The session the status line was last made from: it changes by identity only when
+        #: the link, the subscription or the resources do (never per request).
+        self._session_seen: object = None
+        #: A handshake has succeeded once: later refusals are retried, not fatal.
+        self.connected_once = False
+        #: A reload asked for a connection under new settings: reconnect without backoff.
+        self.reconnect_now = False
 
         xmpp = _Component(settings)
         self.xmpp = xmpp
@@ -260,8 +283,15 @@ class Daemon:
         for output in transition.outputs:
             if isinstance(output, SendStanza):
                 self._send(output.stanza)
+                if output.stanza.kind == "message" and self.metrics is not None:
+                    self._count_message(output.stanza)
+            elif isinstance(output, RequestEnded):
+                if self.metrics is not None:
+                    self.metrics.request_ended(output)
             elif isinstance(output, CountMetric):
                 self.counters[output.name] += 1
+                if self.metrics is not None:
+                    self.metrics.count(output.name)
             elif isinstance(output, LogRecord):
                 log.log(_LEVELS[output.level], "%s: %s", output.code, output.message)
             elif isinstance(output, Stopped):
@@ -270,6 +300,17 @@ class Daemon:
                 self._flushing = True
                 self.loop.call_soon(self.xmpp.connect)
         self._arm(transition.deadline)
+        if self.state.session is not self._session_seen:
+            self._session_seen = self.state.session
+            self.notifier.status(status_line(self.state))
+
+    def _count_message(self, stanza: Any) -> None:
+        # A message the core sends to a target resource came from a user; any other, from
+        # the target. Errors bounced back are not messages proxied.
+        if stanza.type != "error" and self.metrics is not None:
+            to = stanza.to or ""
+            inbound = to.partition("/")[0] == self.settings.target
+            self.metrics.message("inbound" if inbound else "outbound")
 
     def _arm(self, deadline: float | None) -> None:
         # The core's deadline moves with almost every step: each new request is due
@@ -362,13 +403,24 @@ class Daemon:
             log.info("connection.restored: after %d failed attempt(s)", self._attempt)
         self._attempt = 0
         self._last_failure = None
+        first = not self.connected_once
+        self.connected_once = True
+        if not first and self.metrics is not None:
+            self.metrics.reconnected()
         self.apply(ConnectionUp(self.loop.time()))
+        if first:
+            self.notifier.ready()
 
     def _on_disconnected(self, reason: Any) -> None:
         if self.state.session.link is not Link.DOWN:
             self.apply(ConnectionLost(self.loop.time()))
         if self._stopping:
             self._finish()  # unless the core has just asked for a fresh connection
+            return
+        if self.reconnect_now:
+            self.reconnect_now = False
+            self._attempt = 0
+            self.loop.call_soon(self._connect)
             return
         self._schedule_reconnect(str(reason) if reason else "connection closed")
 
@@ -401,6 +453,19 @@ class Daemon:
             )
         else:
             message = f"stream error from the server: {condition} {error['text'] or ''}".strip()
+        if condition in FATAL_AT_FIRST and not self.connected_once and not self._stopping:
+            # The secret or the component's name is wrong, or the server does not know it:
+            # retrying cannot help, and an init system stops restarting on EX_CONFIG.
+            if condition == "host-unknown":
+                message = (
+                    f"the server does not know the component {self.settings.component} "
+                    "(host-unknown): declare it as a component on the server"
+                )
+            log.error("connection.refused: %s; exiting (%d, EX_CONFIG)", message, EX_CONFIG)
+            self._stopping = True
+            if not self.finished.done():
+                self.finished.set_result(EX_CONFIG)
+            return
         self._note_failure(f"stream.{condition}", message)
 
     def _note_failure(self, key: str, message: str) -> None:
@@ -431,7 +496,31 @@ class Daemon:
             return
         self.xmpp.connect()
 
+    def reconnect_under_new_settings(self) -> None:
+        """A reload changed the component, the server or the secret (already set on the
+        connection): end this stream and connect again at once. The core keeps what is
+        outstanding and holds the answers due in between, as across any reconnect."""
+        if self._stopping or self.reconnect_now:
+            return  # a reconnection on its way reads the new settings when it connects
+        if self._reconnect is not None:  # waiting to retry: retry now
+            self._reconnect.cancel()
+            self._reconnect = None
+            self._attempt = 0
+            self.loop.call_soon(self._connect)
+        elif self.state.session.link is Link.UP:
+            self.reconnect_now = True
+            self.xmpp.disconnect(wait=2.0)
+        else:  # an attempt under the old settings is under way: start one under the new
+            self.xmpp.cancel_connection_attempt()
+            self._attempt = 0
+            self.loop.call_soon(self._connect)
+
     # -- stopping ------------------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """A stop has been asked for (SIGTERM, SIGINT, or a fatal refusal)."""
+        return self._stopping
 
     def request_stop(self, signame: str = "stop") -> None:
         """Begin a graceful stop: the core drains, then :meth:`_on_stopped` disconnects."""
@@ -441,6 +530,7 @@ class Daemon:
                 self.finished.set_result(1)
             return
         self._stopping = True
+        self.notifier.stopping()
         if self._reconnect is not None:
             self._reconnect.cancel()
             self._reconnect = None
@@ -484,16 +574,38 @@ class Daemon:
         self.xmpp.connect()
 
 
-async def run(settings: Settings) -> int:
-    """Run the proxy until SIGTERM/SIGINT and the drain are over; the exit code."""
+async def run(settings: Settings, config_path: str | None = None) -> int:
+    """Run the proxy until SIGTERM/SIGINT and the drain are over; the exit code (78 when the
+    server refuses the first handshake). SIGHUP reloads ``config_path``."""
     loop = asyncio.get_running_loop()
     daemon = Daemon(settings, loop)
+    server = None
+    if settings.metrics_listen is not None:
+        daemon.metrics = Metrics(lambda: daemon.state)
+        host, port = settings.metrics_listen
+        server = MetricsServer(daemon.metrics, lambda: daemon.state, host, port)
+        try:
+            await server.start()
+        except OSError as exc:
+            log.error("metrics.failed: cannot listen on %s:%d: %s", host, port, exc)
+            return EX_CONFIG
+    signals = [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1]
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop, sig.name)
     loop.add_signal_handler(signal.SIGUSR1, lambda: log.info("status: %s", daemon.status()))
+    if config_path is not None:
+        # A SIGHUP (systemctl reload, logrotate, a closed terminal) reloads; it never stops.
+        loop.add_signal_handler(signal.SIGHUP, reload_config, daemon, config_path)
+        signals.append(signal.SIGHUP)
+    daemon.notifier.start_watchdog(loop)
     daemon.start()
     try:
         return await daemon.finished
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        for sig in signals:
             loop.remove_signal_handler(sig)
+        # Until the process is gone, a stray SIGHUP must not kill it (the default action).
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        if server is not None:
+            server.close()
+        daemon.notifier.close()

@@ -1,0 +1,294 @@
+"""Metrics and health over HTTP (`metrics_listen`): ``GET /metrics`` and ``GET /healthz``.
+
+The core says what happened (:class:`~client_proxy.core.RequestEnded` for every request that
+got its answer, :class:`~client_proxy.core.CountMetric` for every drop, refusal and retry); the
+daemon hands those to :class:`Metrics`, which only counts. The gauges (outstanding requests,
+resources, link, subscription) are read from the core's state when a scraper asks, so they
+cost nothing per request. The exposition is prometheus-client's: Prometheus text, or
+OpenMetrics when the scraper's ``Accept`` asks for it, and the library's process, platform and
+garbage-collector collectors beside ours.
+
+The HTTP server runs on the daemon's own event loop (no thread): a scrape reads the state
+between two steps of the core, as any other event does, and an idle listener costs nothing.
+It answers one request per connection, HTTP/1.0 style; that is all a scraper or a health check
+needs, and prometheus-client's own server would need a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+
+from client_proxy.core import Link, ProxyState, RequestEnded, Subscription
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from .health import health
+
+__all__ = ["DURATION_BUCKETS", "Metrics", "MetricsServer"]
+
+log = logging.getLogger("client_proxy")
+
+#: Seconds, from a reply on loopback (a millisecond) to request_timeout's default (30 s).
+DURATION_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+_DROPPED = "dropped."
+
+
+class _StateGauges(Collector):
+    """The gauges, computed from the core's state at scrape time."""
+
+    def __init__(self, state: Callable[[], ProxyState]) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state()
+        session = state.session
+        resources = session.resources
+        yield _gauge(
+            "client_proxy_outstanding_requests",
+            "Requests to the service accepted and not answered yet.",
+            len(state.requests),
+        )
+        yield _gauge(
+            "client_proxy_resources_online",
+            "Resources of the target account online, as the proxy knows them.",
+            len(resources),
+        )
+        yield _gauge(
+            "client_proxy_resources_eligible",
+            "Online resources that take requests (their name matches resource_pattern).",
+            sum(1 for r in resources if r.eligible),
+        )
+        yield _gauge(
+            "client_proxy_link_up",
+            "1 while the component stream to the server is up.",
+            1 if session.link is Link.UP else 0,
+        )
+        yield _gauge(
+            "client_proxy_subscription_approved",
+            "1 once the target approved the proxy's presence subscription on this connection.",
+            1 if session.subscription is Subscription.APPROVED else 0,
+        )
+        yield _gauge(
+            "client_proxy_healthy",
+            "1 when /healthz answers 200 ok.",
+            1 if health(state) is None else 0,
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        # Described as nothing: the registry then does not call collect() at registration,
+        # before the daemon has a state to read.
+        return iter(())
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+class Metrics:
+    """The counters and the histogram, in a registry of their own (never the library's global
+    one: two daemons in one process, as in tests, keep their counts apart)."""
+
+    def __init__(self, state: Callable[[], ProxyState]) -> None:
+        registry = CollectorRegistry(auto_describe=True)
+        self.registry = registry
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            registry.register(collector)
+        registry.register(_StateGauges(state))
+        self._requests = Counter(
+            "client_proxy_requests",
+            "IQ requests that ended, by direction (inbound: to the service; outbound: started by "
+            "the target) and outcome (result, error, timeout, resource_gone, shutdown, or what "
+            "refused it).",
+            ("direction", "outcome"),
+            registry=registry,
+        )
+        self._duration = Histogram(
+            "client_proxy_request_duration_seconds",
+            "Inbound requests, from acceptance to answer (those refused at once are left out).",
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self._dropped = Counter(
+            "client_proxy_dropped",
+            "Stanzas dropped rather than delivered (forged, unmatched, duplicate, late, ...).",
+            ("reason",),
+            registry=registry,
+        )
+        self._events = Counter(
+            "client_proxy_core_events",
+            "Every counter the core reports (dropped.*, refused.*, retried.*, ...), by name: "
+            "the same counts as the SIGUSR1 status line.",
+            ("name",),
+            registry=registry,
+        )
+        self._messages = Counter(
+            "client_proxy_messages",
+            "Messages proxied, by direction (inbound: from a user to the target; outbound: from "
+            "the target to a user).",
+            ("direction",),
+            registry=registry,
+        )
+        self._reconnects = Counter(
+            "client_proxy_reconnects",
+            "Connections to the server made after the first.",
+            registry=registry,
+        )
+        # Children by label value, bound once: labels() costs a lock and a dict lookup of its own.
+        self._by_outcome: dict[tuple[str, str], Callable[[], None]] = {}
+        self._observe = self._duration.observe
+        self._by_name: dict[str, Callable[[], None]] = {}
+        for direction in ("inbound", "outbound"):
+            self._messages.labels(direction).inc(0)
+
+    def request_ended(self, ended: RequestEnded) -> None:
+        key = (ended.direction, ended.outcome)
+        inc = self._by_outcome.get(key)
+        if inc is None:
+            inc = self._by_outcome[key] = self._requests.labels(*key).inc
+        inc()
+        if ended.duration is not None and ended.direction == "inbound":
+            self._observe(ended.duration)
+
+    def count(self, name: str) -> None:
+        inc = self._by_name.get(name)
+        if inc is None:
+            inc = self._events.labels(name).inc
+            if name.startswith(_DROPPED):
+                events_inc, dropped_inc = inc, self._dropped.labels(name[len(_DROPPED) :]).inc
+
+                def inc() -> None:
+                    events_inc()
+                    dropped_inc()
+
+            self._by_name[name] = inc
+        inc()
+
+    def message(self, direction: str) -> None:
+        self._messages.labels(direction).inc()
+
+    def reconnected(self) -> None:
+        self._reconnects.inc()
+
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        """The body and content type for a scrape with this ``Accept`` header."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
+
+
+class MetricsServer:
+    """``GET /metrics`` and ``GET /healthz`` (and ``HEAD``) on ``host:port``."""
+
+    #: A request head larger than this, or slower than TIMEOUT, is not a scraper's.
+    MAX_HEAD = 16 * 1024
+    TIMEOUT = 10.0
+
+    def __init__(
+        self, metrics: Metrics, state: Callable[[], ProxyState], host: str, port: int
+    ) -> None:
+        self.metrics = metrics
+        self._state = state
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self.port, limit=self.MAX_HEAD
+        )
+        log.info("metrics.listening: GET /metrics and /healthz on %s", self.address)
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.TIMEOUT)
+            status, content_type, body, head_only = self.respond(head)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            status, content_type, body, head_only = "400 Bad Request", "text/plain", b"", False
+        except ConnectionError:
+            writer.close()
+            return
+        except Exception:  # a bug of ours must not take the proxy down with it
+            log.exception("metrics.failed: answering an HTTP request")
+            status, content_type, body, head_only = (
+                "500 Internal Server Error",
+                "text/plain",
+                b"",
+                False,
+            )
+        writer.write(
+            (
+                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode("latin-1")
+        )
+        if not head_only:
+            writer.write(body)
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await asyncio.wait_for(writer.drain(), self.TIMEOUT)
+        writer.close()
+
+    def respond(self, head: bytes) -> tuple[str, str, bytes, bool]:
+        """Status, content type, body, and whether to leave the body out (HEAD)."""
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return "400 Bad Request", "text/plain", b"", False
+        method, target, _ = parts
+        if method not in ("GET", "HEAD"):
+            return "405 Method Not Allowed", "text/plain", b"", False
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        path = target.split("?", 1)[0]
+        head_only = method == "HEAD"
+        if path == "/metrics":
+            body, content_type = self.metrics.exposition(headers.get("accept", ""))
+            return "200 OK", content_type, body, head_only
+        if path == "/healthz":
+            reason = health(self._state())
+            if reason is None:
+                return "200 OK", "text/plain; charset=utf-8", b"ok\n", head_only
+            body = f"{reason}\n".encode()
+            return "503 Service Unavailable", "text/plain; charset=utf-8", body, head_only
+        return "404 Not Found", "text/plain; charset=utf-8", b"not found\n", head_only
