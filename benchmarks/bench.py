@@ -20,7 +20,9 @@ Targets, ratios from this run:
 
 - proxied throughput at 100 in flight >= 0.95 x the cap x direct throughput;
 - the proxy's CPU per request <= 0.4 x Prosody's CPU per proxied request;
-- p50 latency added at 1 in flight <= 0.3 ms.
+- p50 latency added at 1 in flight <= 0.3 ms;
+- with `--proxies default,metrics`: the proxy's CPU per request with `metrics_listen` set
+  (proxy/metrics) <= 1.05 x without (proxy/default), in the same interleaved rounds.
 
 Before and after: `--baseline REV` also runs the proxy as of git revision REV (its `src/`
 exported beside this checkout, on each event loop: `base/asyncio`, `base/uvloop`) in the same
@@ -55,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client_proxy.testing.prosody import Prosody, prosody_available
+from client_proxy.testing.prosody import Prosody, free_port, prosody_available
 
 from ._procs import (
     Helper,
@@ -81,6 +83,8 @@ BEFORE_AFTER = "benchmarks-before-after.json"
 CAP_SHARE = 0.95
 PROXY_CPU_SHARE = 0.4
 ADDED_P50_MS = 0.3
+#: Metrics on (`metrics_listen`) may cost the proxy at most this much more CPU per request.
+METRICS_CPU_RATIO = 1.05
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,8 @@ class Proxy:
     domain: str
     event_loop: str | None
     baseline: bool = False
+    #: Serve /metrics and /healthz (`metrics_listen`), to measure what counting costs.
+    metrics: bool = False
 
     @property
     def loop(self) -> str:
@@ -104,6 +110,8 @@ class Proxy:
 
     @property
     def config(self) -> str:
+        if self.metrics:
+            return "default, with metrics_listen"
         return "default" if self.event_loop is None else f'event_loop = "{self.event_loop}"'
 
 
@@ -112,6 +120,8 @@ PROXIES = {
     "default": Proxy("proxy/default", "proxy.localhost", None),
     "asyncio": Proxy("proxy/asyncio", "proxy-aio.localhost", "asyncio"),
     "uvloop": Proxy("proxy/uvloop", "proxy-uv.localhost", "uvloop"),
+    # The default config with metrics on: compare its proxy CPU with proxy/default's.
+    "metrics": Proxy("proxy/metrics", "proxy-metrics.localhost", None, metrics=True),
 }
 BASELINE_PROXIES = {
     "default": Proxy("base/default", "base.localhost", None, baseline=True),
@@ -221,6 +231,7 @@ def run(args: argparse.Namespace) -> Results:
                         "event_loop": proxy.event_loop,  # None: left out
                         # One requester stands for many users here: no per-requester limit.
                         "rate_limit": 0,
+                        "metrics_listen": f"127.0.0.1:{free_port()}" if proxy.metrics else None,
                     },
                 )
                 processes[path] = ProxyProcess(
@@ -459,12 +470,33 @@ def text_table(results: Results) -> str:
     return "\n".join(lines)
 
 
+def metrics_cost(results: Results) -> list[tuple[int, float]]:
+    """With proxy/metrics and proxy/default in the run: at each level, proxy/metrics' proxy CPU
+    per request over proxy/default's (measured in the same interleaved rounds)."""
+    if not {"proxy/metrics", "proxy/default"} <= set(results.paths):
+        return []
+    return [
+        (
+            n,
+            results.cell("proxy/metrics", n).cpu_per_1k("proxy")
+            / results.cell("proxy/default", n).cpu_per_1k("proxy"),
+        )
+        for n in results.levels
+    ]
+
+
 def target_lines(results: Results) -> list[str]:
     lines = []
     for path in results.proxied:
         for what, value, goal, met in targets(results, path):
             verdict = "" if not goal else f"  (target {goal}: {'met' if met else 'NOT met'})"
             lines.append(f"{path}: {what}: {value:.3f}{verdict}")
+    for inflight, ratio in metrics_cost(results):
+        met = "met" if ratio <= METRICS_CPU_RATIO else "NOT met"
+        lines.append(
+            f"metrics on: proxy CPU per request, proxy/metrics / proxy/default, at {inflight} in "
+            f"flight: {ratio:.3f}  (target <= {METRICS_CPU_RATIO}: {met})"
+        )
     return lines
 
 
@@ -726,7 +758,8 @@ def main() -> int:
         type=_names(PROXIES),
         default=["default", "asyncio"],
         help="this checkout's proxies, one process each: default (the default config: uvloop "
-        "where installed), asyncio, uvloop (default: default,asyncio)",
+        "where installed), asyncio, uvloop, metrics (the default config with metrics_listen "
+        "set: `--proxies default,metrics` reports what metrics cost) (default: default,asyncio)",
     )
     parser.add_argument(
         "--baseline",

@@ -241,3 +241,30 @@ def test_version() -> None:
     from importlib.metadata import version  # noqa: PLC0415
 
     assert result.stdout.strip() == f"client-proxy {version('client-proxy')}"
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+
+def test_the_duration_histogram_counts_each_request_in_its_bucket() -> None:
+    """Prometheus' `le`: a duration equal to a bound is in that bound's bucket; past the last
+    bound only +Inf counts it; refused requests (no duration) and outbound ones are left out."""
+    from client_proxy.core import ProxyConfig, RequestEnded, initial_state  # noqa: PLC0415
+    from client_proxy.shell.metrics import Metrics  # noqa: PLC0415
+    from prometheus_client.exposition import generate_latest  # noqa: PLC0415
+
+    state = initial_state(ProxyConfig(proxy_domain="proxy.localhost", target="svc@localhost"), 1)
+    metrics = Metrics(lambda: state)
+    for duration in (0.001, 0.0011, 61.0):
+        metrics.request_ended(RequestEnded("inbound", "result", duration))
+    metrics.request_ended(RequestEnded("inbound", "forbidden", None))
+    metrics.request_ended(RequestEnded("outbound", "result", 0.5))
+    text = generate_latest(metrics.registry).decode()
+    name = "client_proxy_request_duration_seconds"
+    assert f'{name}_bucket{{le="0.001"}} 1.0' in text
+    assert f'{name}_bucket{{le="0.0025"}} 2.0' in text
+    assert f'{name}_bucket{{le="60.0"}} 2.0' in text
+    assert f'{name}_bucket{{le="+Inf"}} 3.0' in text
+    assert f"{name}_count 3.0" in text
+    assert 'client_proxy_requests_total{direction="inbound",outcome="forbidden"} 1.0' in text
+    assert 'client_proxy_requests_total{direction="outbound",outcome="result"} 1.0' in text
