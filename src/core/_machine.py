@@ -142,7 +142,7 @@ def step(state: ProxyState, event: Event) -> Transition:
             expire(w)
         if w.session.link is Link.CLOSING:
             late_arrival(w, event.stanza)  # type: ignore[union-attr]
-        _received(w, event.stanza)  # type: ignore[union-attr]
+        _received(w, event.stanza, event.size)  # type: ignore[union-attr]
     elif kind is TimePassed:
         w = Step(state, event.now)
         if w.now >= state.due:
@@ -195,7 +195,7 @@ def step(state: ProxyState, event: Event) -> Transition:
     return build(Transition, (w.close(), tuple(w.out), deadline))
 
 
-def _received(w: Step, s: Stanza) -> None:
+def _received(w: Step, s: Stanza, size: int) -> None:
     """Hand a stanza to the one function that deals with it, by kind, type, sender and
     addressee (RFC 6120 §8.2.3: an IQ without an id or a known type cannot be answered)."""
     cfg = w.config
@@ -220,16 +220,16 @@ def _received(w: Step, s: Stanza) -> None:
             w.count("dropped.malformed")
         elif iq_type in ("get", "set"):
             if not from_target:
-                accept(w, s, sender)
+                accept(w, s, sender, size)
             elif resource_of(to) is None:
                 refuse(w, s, BAD_REQUEST, "refused.target_to_bare")
             else:
                 call(w, s)
         elif iq_type in ("result", "error"):
             if from_target:
-                reply(w, s, sender)
+                reply(w, s, sender, size)
             else:
-                call_answered(w, s, sender)
+                call_answered(w, s, sender, size)
         else:
             w.count("dropped.malformed")
     elif kind == "presence":
