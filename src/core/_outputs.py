@@ -72,7 +72,10 @@ def ended(
     are the core's times, which never run backwards; only infinite clocks (inf - inf) could make
     the difference NaN, reported as 0."""
     duration = now - since
-    return RequestEnded(direction, outcome, 0.0 if math.isnan(duration) else duration)
+    # tuple.__new__ rather than the NamedTuple's own (a Python function): one per request.
+    return tuple.__new__(
+        RequestEnded, (direction, outcome, 0.0 if math.isnan(duration) else duration)
+    )
 
 
 #: How a request can end (:attr:`RequestEnded.outcome`). Answered: ``result`` or ``error`` (the
