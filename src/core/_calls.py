@@ -15,7 +15,7 @@ from ._link import send
 from ._outputs import ended
 from ._queue import dequeue, enqueue
 from ._routing import next_random
-from ._stanzas import Stanza
+from ._stanzas import Stanza, footprint
 from ._state import Call, Step
 
 __all__ = [
@@ -57,11 +57,17 @@ def call(w: Step, s: Stanza) -> None:
     value, w.rng = next_random(w.rng)
     ident = f"cp-{seq:x}-{value:016x}"
     enqueue(w, ("call", user, ident))
-    w.calls = w.calls.set((user, ident), Call(seq, s, w.now, w.now + cfg.request_timeout, user))
+    # The payload goes to the user and is not needed again: the call keeps the addresses.
+    kept = s._replace(payload=())
+    size = footprint(kept)
+    w.calls = w.calls.set(
+        (user, ident), Call(seq, kept, w.now, w.now + cfg.request_timeout, user, size)
+    )
+    w.bytes_held += size
     send(w, Stanza("iq", s.type, ident, cfg.proxy_domain, user, s.payload, None, None, s.extra))
 
 
-def call_answered(w: Step, s: Stanza, user: str) -> None:
+def call_answered(w: Step, s: Stanza, user: str, measured: int = 0) -> None:
     """A user answers an IQ a target resource started: back to that resource."""
     key = (user, s.id or "")
     c = w.calls.get(key)
@@ -70,7 +76,7 @@ def call_answered(w: Step, s: Stanza, user: str) -> None:
         return
     r = c.request
     answer = Stanza("iq", s.type, r.id, r.to, r.from_, s.payload, s.error, None, s.extra)
-    _answer(w, key, c, answer, "error" if s.type == "error" else "result")
+    _answer(w, key, c, answer, "error" if s.type == "error" else "result", measured=measured)
 
 
 def time_out_call(w: Step, key: tuple[str, str]) -> None:
@@ -102,11 +108,15 @@ def drop_calls_from(w: Step, gone: Iterable[str] | None) -> None:
         w.count("dropped.call_resource_gone")
         dequeue(w, c.seq)
         w.calls = w.calls.delete(key)
+        w.bytes_held -= c.size
         w.out.append(ended("outbound", "resource_gone", c.since, w.now))
 
 
-def _answer(w: Step, key: tuple[str, str], c: Call, answer: Stanza, outcome: str) -> None:
+def _answer(
+    w: Step, key: tuple[str, str], c: Call, answer: Stanza, outcome: str, *, measured: int = 0
+) -> None:
     w.calls = w.calls.delete(key)
+    w.bytes_held -= c.size
     dequeue(w, c.seq)
-    send(w, answer)
+    send(w, answer, measured)
     w.out.append(ended("outbound", outcome, c.since, w.now))

@@ -36,6 +36,15 @@ class ProxyConfig:
     max_outstanding: int = 10_000
     #: Most requests outstanding at once from one requester (full JID).
     max_per_requester: int = 1_000
+    #: Most bytes held on behalf of requesters at once: outstanding and parked requests (their
+    #: payloads, kept while they may be sent again), outbound calls, answers held while the
+    #: link is down. 64 MiB: a few times what 10,000 ordinary requests of a few hundred bytes
+    #: hold, so the count limit bites first in ordinary traffic, while 100 KB payloads (Prosody
+    #: routes stanzas of up to 256 KiB from clients by default) can hold no more than that.
+    max_outstanding_bytes: int = 64 * 1024 * 1024
+    #: Most bytes held for one requester (full JID): an eighth of the budget, so that one user
+    #: cannot take it all.
+    max_bytes_per_requester: int = 8 * 1024 * 1024
     #: After (re)connecting, how long a request that finds no resource online waits for the
     #: resync (subscribe, then probe) to report one, before `service-unavailable`.
     sync_grace: float = 5.0
@@ -82,7 +91,13 @@ class ProxyConfig:
         _seconds(self, "sync_grace")
         _seconds(self, "failure_cooldown")
         _seconds(self, "rate_limit", what="a number of requests per second")
-        for name in ("max_outstanding", "max_per_requester", "rate_burst"):
+        for name in (
+            "max_outstanding",
+            "max_per_requester",
+            "max_outstanding_bytes",
+            "max_bytes_per_requester",
+            "rate_burst",
+        ):
             _integer(self, name, least=1)
         _integer(self, "failure_threshold", least=0)
         for name in ("retry_get", "retry_set", "outbound_iq", "messages"):

@@ -25,6 +25,8 @@ __all__ = [
     "TOO_FAST",
     "TOO_MANY",
     "TOO_MANY_FROM_YOU",
+    "TOO_MUCH",
+    "TOO_MUCH_FROM_YOU",
     "error_reply",
     "not_acceptable",
     "refuse",
@@ -44,6 +46,12 @@ DUPLICATE_ID = StanzaError.build(
 TOO_MANY = StanzaError.build("wait", "resource-constraint", "too many requests outstanding")
 TOO_MANY_FROM_YOU = StanzaError.build(
     "wait", "resource-constraint", "too many of your requests are outstanding"
+)
+TOO_MUCH = StanzaError.build(
+    "wait", "resource-constraint", "too many bytes of requests are outstanding"
+)
+TOO_MUCH_FROM_YOU = StanzaError.build(
+    "wait", "resource-constraint", "too many bytes of your requests are outstanding"
 )
 FORBIDDEN = StanzaError.build("auth", "forbidden", "you may not use this service")
 TOO_FAST = StanzaError.build("wait", "policy-violation", "too many requests: slow down")

@@ -40,10 +40,13 @@ class ConnectionLost:
 
 @dataclass(frozen=True, slots=True)
 class StanzaReceived:
-    """The server routed ``stanza`` to the component."""
+    """The server routed ``stanza`` to the component; ``size`` is its size in bytes as read
+    (0 if the transport does not measure it), which the byte budget counts while the proxy holds
+    it (``max_outstanding_bytes``)."""
 
     now: float
     stanza: Stanza
+    size: int = 0
 
 
 @dataclass(frozen=True, slots=True)

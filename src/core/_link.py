@@ -19,7 +19,7 @@ logged by id (``stop.lost``) and dropped.
 from __future__ import annotations
 
 from ._outputs import Reconnect, SendStanza, Stopped
-from ._stanzas import Stanza
+from ._stanzas import Stanza, footprint
 from ._state import Link, Step, Subscription, build
 
 __all__ = [
@@ -38,15 +38,20 @@ __all__ = [
 MAX_FLUSHES = 3
 
 
-def send(w: Step, stanza: Stanza) -> None:
+def send(w: Step, stanza: Stanza, measured: int = 0) -> None:
     """Send ``stanza`` on the component stream now, or, while the stream cannot carry it (down,
-    or ended by the proxy), hold it until a stream is up again."""
+    or ended by the proxy), hold it until a stream is up again, counting its bytes (``measured``
+    for what came from the network, see ``_stanzas.footprint``) against the budget."""
     session = w.session
     if session.link is Link.UP:
         w.out.append(build(SendStanza, (stanza,)))
     elif len(session.held) < 2 * w.config.max_outstanding:
         # Requests and calls are each bounded by max_outstanding, and each gets one answer.
-        w.session = session._replace(held=(*session.held, stanza))
+        size = footprint(stanza, measured)
+        w.session = session._replace(
+            held=(*session.held, stanza), held_bytes=session.held_bytes + size
+        )
+        w.bytes_held += size
     else:
         # Only a transport that keeps delivering stanzas while the stream cannot carry the
         # answers gets here; the state must stay bounded all the same.
@@ -61,8 +66,9 @@ def connected(w: Step) -> None:
     cfg = w.config
     session = w.session
     held = session.held
+    w.bytes_held -= session.held_bytes
     if session.stopped:
-        w.session = session._replace(link=Link.UP, held=())
+        w.session = session._replace(link=Link.UP, held=(), held_bytes=0)
         for stanza in held:
             send(w, stanza)
         w.log("info", "stop.flushed", f"sent {len(held)} answer(s) held after the stop")
@@ -70,6 +76,7 @@ def connected(w: Step) -> None:
     w.session = session._replace(
         link=Link.UP,
         held=(),
+        held_bytes=0,
         resources=(),
         subscription=Subscription.REQUESTED,
         sync_until=w.now + cfg.sync_grace,
@@ -169,7 +176,8 @@ def _flush(w: Step) -> None:
             "info", "stop.flush", f"reconnecting to send {len(held)} answer(s) held after the stop"
         )
         return
-    w.session = session._replace(held=())
+    w.session = session._replace(held=(), held_bytes=0)
+    w.bytes_held -= session.held_bytes
     for _ in held:
         w.count("stop.lost")
     w.log(

@@ -124,6 +124,17 @@ from ._state import Link, ProxyState, Step, build
 __all__ = ["step"]
 
 _INF = float("inf")
+_EVENTS = frozenset(
+    {
+        StanzaReceived,
+        TimePassed,
+        ConnectionUp,
+        ConnectionLost,
+        StopRequested,
+        EndOfStreamSent,
+        ConfigChanged,
+    }
+)
 
 
 def step(state: ProxyState, event: Event) -> Transition:
@@ -134,54 +145,34 @@ def step(state: ProxyState, event: Event) -> Transition:
     network can produce raises. Only a caller's misuse (an event that is not one of
     :data:`Event`) raises TypeError.
     """
-    kind = type(event)
-    if kind is StanzaReceived:
-        w = Step(state, event.now)
-        # Deadlines first: a reply that arrives after its request's deadline finds it answered.
-        if w.now >= state.due:
-            expire(w)
-        if w.session.link is Link.CLOSING:
-            late_arrival(w, event.stanza)  # type: ignore[union-attr]
-        _received(w, event.stanza)  # type: ignore[union-attr]
-    elif kind is TimePassed:
-        w = Step(state, event.now)
-        if w.now >= state.due:
-            expire(w)
-    elif kind is ConnectionUp:
-        w = Step(state, event.now)
-        if w.now >= state.due:
-            expire(w)
-        connected(w)
-    elif kind is ConnectionLost:
-        w = Step(state, event.now)
+    if type(event) not in _EVENTS:
+        raise TypeError(f"not a client-proxy event: {event!r}")
+    w = Step(state, event.now)
+    if isinstance(event, ConnectionLost):
         # The link goes first: an answer falling due in this very step cannot be sent on a
         # stream that is gone, so it must be held (found by the whole-system properties, with a
         # timer firing late, as the embedding contract allows).
         disconnected(w)
-        if w.now >= state.due:
-            expire(w)
-    elif kind is StopRequested:
-        w = Step(state, event.now)
-        if w.now >= state.due:
-            expire(w)
-        stop(w, event.drain)  # type: ignore[union-attr]
+    # Deadlines first: a reply that arrives after its request's deadline finds it answered.
+    if w.now >= state.due:
+        expire(w)
+    if isinstance(event, StanzaReceived):
+        if w.session.link is Link.CLOSING:
+            late_arrival(w, event.stanza)
+        _received(w, event.stanza, event.size)
+    elif isinstance(event, ConnectionUp):
+        connected(w)
+    elif isinstance(event, StopRequested):
+        stop(w, event.drain)
         # A stop with no drain is due at once. No other event brings a deadline to `now`:
         # new entries are due `request_timeout` later, and parking only happens before
         # sync_until.
         expire(w)
-    elif kind is EndOfStreamSent:
-        w = Step(state, event.now)
-        if w.now >= state.due:
-            expire(w)
+    elif isinstance(event, EndOfStreamSent):
         end_of_stream(w)
-    elif kind is ConfigChanged:
-        w = Step(state, event.now)
-        if w.now >= state.due:
-            expire(w)
-        reconfigure(w, event.config)  # type: ignore[union-attr]
+    elif isinstance(event, ConfigChanged):
+        reconfigure(w, event.config)
         expire(w)  # a shorter request_timeout may have brought deadlines to now
-    else:
-        raise TypeError(f"not a client-proxy event: {event!r}")
     now = w.now
     if now + w.config.request_timeout <= now:
         # A clock so large (or infinite) that adding the timeout changes nothing: what was
@@ -195,7 +186,7 @@ def step(state: ProxyState, event: Event) -> Transition:
     return build(Transition, (w.close(), tuple(w.out), deadline))
 
 
-def _received(w: Step, s: Stanza) -> None:
+def _received(w: Step, s: Stanza, size: int) -> None:
     """Hand a stanza to the one function that deals with it, by kind, type, sender and
     addressee (RFC 6120 §8.2.3: an IQ without an id or a known type cannot be answered)."""
     cfg = w.config
@@ -220,16 +211,16 @@ def _received(w: Step, s: Stanza) -> None:
             w.count("dropped.malformed")
         elif iq_type in ("get", "set"):
             if not from_target:
-                accept(w, s, sender)
+                accept(w, s, sender, size)
             elif resource_of(to) is None:
                 refuse(w, s, BAD_REQUEST, "refused.target_to_bare")
             else:
                 call(w, s)
         elif iq_type in ("result", "error"):
             if from_target:
-                reply(w, s, sender)
+                reply(w, s, sender, size)
             else:
-                call_answered(w, s, sender)
+                call_answered(w, s, sender, size)
         else:
             w.count("dropped.malformed")
     elif kind == "presence":

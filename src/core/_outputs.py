@@ -72,7 +72,10 @@ def ended(
     are the core's times, which never run backwards; only infinite clocks (inf - inf) could make
     the difference NaN, reported as 0."""
     duration = now - since
-    return RequestEnded(direction, outcome, 0.0 if math.isnan(duration) else duration)
+    # tuple.__new__ rather than the NamedTuple's own (a Python function): one per request.
+    return tuple.__new__(
+        RequestEnded, (direction, outcome, 0.0 if math.isnan(duration) else duration)
+    )
 
 
 #: How a request can end (:attr:`RequestEnded.outcome`). Answered: ``result`` or ``error`` (the
@@ -81,7 +84,8 @@ def ended(
 #: ``no_resource`` (parked, and none came online in time), ``shutdown`` (the drain ended first).
 #: Refused at once, by the names of the ``refused.*`` counters: ``forbidden``, ``rate_limit``,
 #: ``shutting_down``, ``untranslatable``, ``duplicate_id``, ``limit_total``,
-#: ``limit_requester``, ``no_resource``, ``no_eligible_resource``; for outbound requests
+#: ``limit_requester``, ``limit_bytes``, ``limit_requester_bytes``, ``no_resource``,
+#: ``no_eligible_resource``; for outbound requests
 #: ``target_initiated`` (``outbound_iq = false``), ``target_to_bare``, ``not_a_user``,
 #: ``limit_calls``, ``shutting_down``.
 OUTCOMES = frozenset(
@@ -99,6 +103,8 @@ OUTCOMES = frozenset(
         "duplicate_id",
         "limit_total",
         "limit_requester",
+        "limit_bytes",
+        "limit_requester_bytes",
         "no_eligible_resource",
         "target_initiated",
         "target_to_bare",

@@ -13,10 +13,21 @@ from __future__ import annotations
 
 from immutables import Map
 
-from ._errors import FORBIDDEN, SHUTTING_DOWN, TOO_FAST, TOO_MANY, TOO_MANY_FROM_YOU, refuse
+from ._errors import (
+    FORBIDDEN,
+    SHUTTING_DOWN,
+    TOO_FAST,
+    TOO_MANY,
+    TOO_MANY_FROM_YOU,
+    TOO_MUCH,
+    TOO_MUCH_FROM_YOU,
+    refuse,
+)
 from ._jid import bare, domain_of, resource_of
 from ._stanzas import Stanza
 from ._state import Step
+
+_NOTHING = (0, 0)
 
 __all__ = ["admit", "listed", "rate_check", "sweep", "sweep_period", "within_caps"]
 
@@ -84,17 +95,25 @@ def admit(w: Step, s: Stanza, requester: str) -> bool:
     return True
 
 
-def within_caps(w: Step, s: Stanza, requester: str) -> int | None:
-    """The caps on requests outstanding (``max_outstanding`` over all, ``max_per_requester`` per
-    full JID; `resource-constraint`, wait): the requester's count so far if one more fits, else
-    None (``s`` has been refused)."""
+def within_caps(w: Step, s: Stanza, requester: str, size: int) -> tuple[int, int] | None:
+    """The caps on what is held for requesters, in requests and in bytes (``max_outstanding``
+    and ``max_outstanding_bytes`` over all, ``max_per_requester`` and
+    ``max_bytes_per_requester`` per full JID; `resource-constraint`, wait): the requester's
+    (requests, bytes) so far if one more of ``size`` bytes fits, else None (``s`` has been
+    refused)."""
     cfg = w.config
     if len(w.requests) >= cfg.max_outstanding:
         refuse(w, s, TOO_MANY, "refused.limit_total")
         return None
-    mine = w.per_requester.get(requester, 0)
-    if mine >= cfg.max_per_requester:
+    if w.bytes_held + size > cfg.max_outstanding_bytes:
+        refuse(w, s, TOO_MUCH, "refused.limit_bytes")
+        return None
+    mine = w.per_requester.get(requester, _NOTHING)
+    if mine[0] >= cfg.max_per_requester:
         refuse(w, s, TOO_MANY_FROM_YOU, "refused.limit_requester")
+        return None
+    if mine[1] + size > cfg.max_bytes_per_requester:
+        refuse(w, s, TOO_MUCH_FROM_YOU, "refused.limit_requester_bytes")
         return None
     return mine
 

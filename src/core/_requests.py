@@ -24,7 +24,7 @@ from ._outputs import ended
 from ._policy import admit, within_caps
 from ._queue import dequeue, enqueue
 from ._routing import candidates, choose, track_failures
-from ._stanzas import Stanza, StanzaError
+from ._stanzas import Stanza, StanzaError, footprint
 from ._state import LateReply, Link, Outstanding, RequestKey, Step, TargetResource, build
 
 __all__ = [
@@ -44,10 +44,12 @@ __all__ = [
 _FAILURES = frozenset({"feature-not-implemented", "service-unavailable"})
 
 
-def accept(w: Step, s: Stanza, requester: str) -> None:
-    """A user's IQ get/set to the service: refuse it (admission, an address JAT cannot carry, a
-    duplicate id, the caps, no resource), park it (no resource known yet, within ``sync_grace``
-    of a connect), or make it outstanding and forward it to the chosen resource."""
+def accept(w: Step, s: Stanza, requester: str, measured: int) -> None:
+    """A user's IQ get/set to the service (``measured`` bytes as read): refuse it (admission,
+    an address JAT cannot carry, a duplicate id, the caps in requests and bytes, no resource),
+    park it (no resource known yet, within ``sync_grace`` of a connect), or make it outstanding
+    and forward it to the chosen resource. Its payload is kept only while it may be sent again
+    (parked, or :func:`retryable`); otherwise the proxy holds its addresses alone."""
     if not admit(w, s, requester):
         return
     problem = translation_problem(requester)
@@ -58,11 +60,16 @@ def accept(w: Step, s: Stanza, requester: str) -> None:
     if key in w.requests:
         refuse(w, s, DUPLICATE_ID, "refused.duplicate_id")
         return
-    mine = within_caps(w, s, requester)
+    ready = candidates(w)
+    kept = s
+    if ready and not retryable(w, s):
+        # Sent at once and never again: the payload need not be held.
+        kept = _without_payload(s)
+    size = footprint(s, measured) if kept is s else footprint(kept)
+    mine = within_caps(w, s, requester, size)
     if mine is None:
         return
     resource: str | None = None
-    ready = candidates(w)
     late = w.lates.get(key) if w.lates else None
     if late is not None and len(ready) > 1:
         # Keep it away from the resource that may still answer the same key late.
@@ -82,28 +89,29 @@ def accept(w: Step, s: Stanza, requester: str) -> None:
         Outstanding,
         (
             seq,
-            s,
+            kept,
             w.now,
             w.now + w.config.request_timeout,
             resource,
             () if resource is None else (resource,),
             _take_late(w, key, resource) if w.lates else 0,
+            size,
         ),
     )
     w.requests = w.requests.set(key, o)
-    w.per_requester = w.per_requester.set(requester, mine + 1)
+    w.per_requester = w.per_requester.set(requester, (mine[0] + 1, mine[1] + size))
+    w.bytes_held += size
     if resource is None:
         w.session = w.session._replace(parked=(*w.session.parked, key))
         w.count("parked")
     else:
-        forward(w, o, resource)
+        forward(w, s, resource)
 
 
-def forward(w: Step, o: Outstanding, resource: str) -> None:
-    """Send ``o``'s request to ``resource``, from `proxy-domain/<requester>` (``_jat``), with
-    the same type, id and payload (mod_client_proxy's form)."""
+def forward(w: Step, r: Stanza, resource: str) -> None:
+    """Send request ``r`` to ``resource``, from `proxy-domain/<requester>` (``_jat``), with the
+    same type, id and payload (mod_client_proxy's form)."""
     cfg = w.config
-    r = o.request
     if cfg.routing == "least-outstanding":
         w.load = w.load.set(resource, w.load.get(resource, 0) + 1)
     forwarded = (
@@ -127,14 +135,20 @@ def redispatch(w: Step, key: RequestKey, o: Outstanding, ready: tuple[TargetReso
         _unload(w, o.resource)
     resource = choose(w, ready, key[0])
     tried = o.tried if resource in o.tried else (*o.tried, resource)
-    o = Outstanding(
-        o.seq, o.request, o.since, o.deadline, resource, tried, _take_late(w, key, resource)
-    )
+    r = o.request
+    forward(w, r, resource)
+    size = o.size
+    if not retryable(w, r):
+        # A parked request, now sent for good: its payload need not be held any more.
+        r = _without_payload(r)
+        size = footprint(r)
+        _recount(w, key[0], size - o.size)
+    late = _take_late(w, key, resource)
+    o = Outstanding(o.seq, r, o.since, o.deadline, resource, tried, late, size)
     w.requests = w.requests.set(key, o)
-    forward(w, o, resource)
 
 
-def reply(w: Step, s: Stanza, sender: str) -> None:
+def reply(w: Step, s: Stanza, sender: str, measured: int = 0) -> None:
     """A result or error from a target resource to `proxy-domain/<requester>`: relayed to the
     requester if it answers an outstanding request and comes from the resource that has it
     (from the address the requester wrote to, with its id); dropped and counted otherwise. A
@@ -176,7 +190,7 @@ def reply(w: Step, s: Stanza, sender: str) -> None:
     error = s.error
     failed = s.type == "error" and error is not None and error.condition in _FAILURES
     track_failures(w, resource, failed)
-    if failed and retryable(w, o):
+    if failed and retryable(w, o.request):
         # A bounce from a session that has just gone (DESIGN.md: an IQ to an offline full JID
         # gets service-unavailable), or a resource that cannot serve: a get is safe to send
         # again elsewhere.
@@ -187,31 +201,55 @@ def reply(w: Step, s: Stanza, sender: str) -> None:
             return
     r = o.request
     relayed = build(Stanza, ("iq", s.type, r.id, r.to, r.from_, s.payload, error, None, s.extra))
-    answer(w, key, o, relayed, "error" if s.type == "error" else "result")
+    answer(w, key, o, relayed, "error" if s.type == "error" else "result", measured=measured)
 
 
-def retryable(w: Step, o: Outstanding) -> bool:
-    """May ``o`` be sent again to another resource: a get if ``retry_get``, a set if
-    ``retry_set``."""
-    if o.request.type == "get":
+def retryable(w: Step, r: Stanza) -> bool:
+    """May request ``r`` be sent again to another resource: a get if ``retry_get``, a set if
+    ``retry_set`` (and only while its payload is held: a reload may allow retries that a
+    request accepted before it can no longer take)."""
+    if r.payload is _NOT_KEPT:
+        return False
+    if r.type == "get":
         return w.config.retry_get
     return w.config.retry_set
 
 
-def answer(w: Step, key: RequestKey, o: Outstanding, reply: Stanza, outcome: str) -> None:
-    """Give ``o`` its one answer and forget it; ``outcome`` says how it ended (its metrics)."""
+#: The payload of a request that will not be sent again: dropped, so that it holds no memory.
+_NOT_KEPT: object = type("NotKept", (), {"__repr__": lambda self: "<payload not kept>"})()
+
+
+def _without_payload(r: Stanza) -> Stanza:
+    return build(Stanza, (r.kind, r.type, r.id, r.from_, r.to, _NOT_KEPT, r.error, None, r.extra))
+
+
+def _recount(w: Step, requester: str, change: int) -> None:
+    """``change`` more bytes held for ``requester`` (a request's size changed)."""
+    count, size = w.per_requester[requester]
+    w.per_requester = w.per_requester.set(requester, (count, size + change))
+    w.bytes_held += change
+
+
+def answer(
+    w: Step, key: RequestKey, o: Outstanding, reply: Stanza, outcome: str, *, measured: int = 0
+) -> None:
+    """Give ``o`` its one answer (``measured`` bytes, if it came from the target) and forget it;
+    ``outcome`` says how it ended (its metrics)."""
     w.requests = w.requests.delete(key)
     dequeue(w, o.seq)
     requester = key[0]
-    left = w.per_requester[requester] - 1
+    count, size = w.per_requester[requester]
     w.per_requester = (
-        w.per_requester.set(requester, left) if left else w.per_requester.delete(requester)
+        w.per_requester.set(requester, (count - 1, size - o.size))
+        if count > 1
+        else w.per_requester.delete(requester)
     )
+    w.bytes_held -= o.size
     if o.resource is None:
         w.session = w.session._replace(parked=tuple(k for k in w.session.parked if k != key))
     elif w.config.routing == "least-outstanding":
         _unload(w, o.resource)
-    send(w, reply)
+    send(w, reply, measured)
     w.out.append(ended("inbound", outcome, o.since, w.now))
 
 
@@ -266,7 +304,7 @@ def reroute(w: Step, gone: Iterable[str] | None) -> None:
     ready = candidates(w)
     for _seq, key in affected:
         o = w.requests[key]
-        if ready and retryable(w, o):
+        if ready and retryable(w, o.request):
             w.count("retried.resource_gone")
             redispatch(w, key, o, ready)
         else:

@@ -116,7 +116,9 @@ class Outstanding(NamedTuple):
     the target resource that has it, or None while it waits for the resync after a (re)connect.
     ``tried`` lists every resource it was sent to. ``skip`` counts the late replies its resource
     still owes for earlier requests with the same requester and id (see :class:`LateReply`):
-    that many replies from it are dropped before its own.
+    that many replies from it are dropped before its own. ``size`` is the bytes counted for it
+    against the budget (``_stanzas.footprint``): the whole stanza while its payload is kept for
+    a retry, its addresses alone once it cannot be sent again (the payload is then dropped).
     """
 
     seq: int
@@ -126,6 +128,7 @@ class Outstanding(NamedTuple):
     resource: str | None
     tried: tuple[str, ...] = ()
     skip: int = 0
+    size: int = 0
 
 
 class Call(NamedTuple):
@@ -133,7 +136,8 @@ class Call(NamedTuple):
 
     ``request`` is the stanza as the resource sent it (its ``from_`` is where the answer goes,
     its ``id`` the id the answer carries); ``user`` is who it went to, with the proxy's own id;
-    ``since`` when it was accepted.
+    ``since`` when it was accepted; ``size`` the bytes counted for it (its payload, gone to the
+    user, is not kept).
     """
 
     seq: int
@@ -141,6 +145,7 @@ class Call(NamedTuple):
     since: float
     deadline: float
     user: str
+    size: int = 0
 
 
 class LateReply(NamedTuple):
@@ -181,7 +186,8 @@ class Session(NamedTuple):
     stream is up again. ``stop_at`` is when the drain ends (None: no stop asked for);
     ``stopped`` turns true when :class:`~client_proxy.core.Stopped` has been emitted, after
     which the transport closes the stream; ``flushes`` counts the fresh streams opened after
-    that to deliver answers held since.
+    that to deliver answers held since. ``held_bytes`` is what ``held`` counts against the
+    byte budget.
     """
 
     link: Link = Link.DOWN
@@ -194,6 +200,7 @@ class Session(NamedTuple):
     stop_at: float | None = None
     stopped: bool = False
     flushes: int = 0
+    held_bytes: int = 0
 
     @property
     def online(self) -> tuple[str, ...]:
@@ -208,8 +215,10 @@ class ProxyState(NamedTuple):
     several times cheaper to build, which matters for a value built on every step (see the note
     at the end of ``_stanzas``). This class is the one place that lists its fields in order.
 
-    ``requests`` maps (requester, id) to its :class:`Outstanding`; ``per_requester`` counts them
-    per requester for the per-requester limit. ``queue`` (see ``_queue``) orders everything that
+    ``requests`` maps (requester, id) to its :class:`Outstanding`; ``per_requester`` gives each
+    requester's (requests, bytes) for the per-requester limits. ``bytes_held`` is everything
+    counted against the byte budget: the requests' and calls' sizes and the session's
+    ``held_bytes``. ``queue`` (see ``_queue``) orders everything that
     waits for a deadline: requests, ``calls`` (IQs the target started towards users) and
     ``routes`` (messages from the target whose error may come back); ``head`` is the sequence
     number from which to look for the next entry to expire, ``next_seq`` the next to hand out.
@@ -225,7 +234,8 @@ class ProxyState(NamedTuple):
     rng: int
     now: float = float("-inf")
     requests: Map[RequestKey, Outstanding] = _EMPTY  # type: ignore[assignment]
-    per_requester: Map[str, int] = _EMPTY  # type: ignore[assignment]
+    per_requester: Map[str, tuple[int, int]] = _EMPTY  # type: ignore[assignment]
+    bytes_held: int = 0
     queue: Map[int, QueueEntry] = _EMPTY  # type: ignore[assignment]
     head: int = 0
     next_seq: int = 0
@@ -263,7 +273,8 @@ class Step:
     rng: int
     now: float
     requests: Map[RequestKey, Outstanding]
-    per_requester: Map[str, int]
+    per_requester: Map[str, tuple[int, int]]
+    bytes_held: int
     queue: Map[int, QueueEntry]
     head: int
     next_seq: int
@@ -287,6 +298,7 @@ class Step:
             then,
             self.requests,
             self.per_requester,
+            self.bytes_held,
             self.queue,
             self.head,
             self.next_seq,

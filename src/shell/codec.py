@@ -14,7 +14,13 @@ from xml.etree.ElementTree import Element, SubElement
 
 from client_proxy.core import Stanza, StanzaError
 
-__all__ = ["STANZAS_NS", "from_element", "to_element", "to_text"]
+__all__ = [
+    "STANZAS_NS",
+    "from_element",
+    "size_of",
+    "to_element",
+    "to_text",
+]
 
 #: RFC 6120 §8.3.3: the namespace of the defined conditions and of `<text/>`.
 STANZAS_NS: Final = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -26,6 +32,20 @@ _KINDS: Final = ("iq", "message", "presence")
 
 def _local(tag: str) -> str:
     return tag.rpartition("}")[2]
+
+
+def size_of(xml: Element) -> int:
+    """About how many bytes the stanza ``xml`` took on the wire: the text of its names,
+    attributes, character data and those of everything inside it (markup and escaping are not
+    counted; namespaces once per element). What the core's byte budget counts for it
+    (``StanzaReceived.size``), measured from what the parser already made, without serialising
+    anything again."""
+    size = 0
+    for element in xml.iter():
+        size += len(element.tag) + len(element.text or "") + len(element.tail or "")
+        for name, value in element.attrib.items():
+            size += len(name) + len(value)
+    return size
 
 
 def from_element(xml: Element) -> Stanza | None:

@@ -40,7 +40,7 @@ from slixmpp.stanza.stream_error import StreamError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher.base import MatcherBase
 
-from .codec import from_element, to_text
+from .codec import from_element, size_of, to_text
 from .config import Settings
 from .health import status_line
 from .metrics import Metrics, MetricsServer
@@ -389,7 +389,7 @@ class Daemon:
                 core_stanza.from_,
                 core_stanza.to,
             )
-        self.apply(StanzaReceived(self.loop.time(), core_stanza))
+        self.apply(StanzaReceived(self.loop.time(), core_stanza, size_of(xml)))
 
     def _on_session_start(self, _: Any) -> None:
         if self._stopping:

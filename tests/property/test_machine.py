@@ -147,6 +147,11 @@ PATTERNS: dict[str | None, frozenset[str]] = {
 }
 
 
+def sig_bytes(s: Stanza) -> int:
+    """The bytes the budget counts for a stanza of which only the addresses and id are kept."""
+    return len(s.id or "") + len(s.from_ or "") + len(s.to or "")
+
+
 @dataclass
 class Req:
     """An accepted request, as the model knows it."""
@@ -155,6 +160,9 @@ class Req:
     stanza: Stanza
     since: float
     deadline: float
+    #: Bytes counted against the budget, and whether its payload is held (it may be resent).
+    size: int = 0
+    kept: bool = True
     resource: str | None = None
     tried: list[str] = field(default_factory=list)
     skip: int = 0
@@ -234,6 +242,8 @@ class Model:
         self.calls: dict[tuple[str, str], Call] = {}
         self.rates: dict[str, float] = {}
         self.held: list[Sig] = []
+        self.held_bytes = 0
+        self.measured = 0
         self.stop_at: float | None = None
         self.stopped = False
         self.flushes = 0
@@ -277,6 +287,7 @@ class Model:
                 self.flush()
         self.expire()
         if isinstance(event, StanzaReceived):
+            self.measured = event.size
             self.received(event.stanza)
         elif isinstance(event, ConnectionUp):
             self.connected()
@@ -307,6 +318,7 @@ class Model:
             self.flushes += 1
         else:
             self.held = []
+            self.held_bytes = 0
 
     def reconfigure(self, config: ProxyConfig) -> None:
         """A reload: policy applies from now on; requests accepted keep their deadlines; the
@@ -375,6 +387,7 @@ class Model:
             self.expected.append(answer)
         else:
             self.held.append(answer)
+            self.held_bytes += len(answer[2] or "") + len(answer[3] or "") + len(answer[4] or "")
 
     def answer(self, r: Req, reply: Sig, outcome: str) -> None:
         del self.outstanding[r.key]
@@ -394,6 +407,7 @@ class Model:
         self.link_up = True
         self.expected.extend(self.held)
         self.held = []
+        self.held_bytes = 0
         if self.stopped:
             return  # a stream after the stop only carries what was held
         self.resources = {}
@@ -481,6 +495,7 @@ class Model:
 
     def request(self, s: Stanza) -> None:
         cfg = self.config
+        measured = self.measured
         requester = s.from_ or ""
         key = (requester, s.id or "")
         if not self.admit(s, requester):
@@ -494,20 +509,49 @@ class Model:
             self.refuse(s, "modify", "not-acceptable")
         elif key in self.outstanding:
             self.refuse(s, "cancel", "conflict")
-        elif len(self.outstanding) >= cfg.max_outstanding or mine >= cfg.max_per_requester:
+        elif (
+            len(self.outstanding) >= cfg.max_outstanding
+            or mine >= cfg.max_per_requester
+            or self.over_budget(s, requester, size := self.footprint_of(s, measured, candidates))
+        ):
             self.refuse(s, "wait", "resource-constraint")
         elif candidates:
-            self.forward(self.accept(s), candidates)
+            self.forward(self.accept(s, size, kept=self.retryable_now(s)), candidates)
         elif self.resources:
             self.refuse(s, "cancel", "service-unavailable")  # none eligible
         elif self.link_up and not self.synced and self.now < self.sync_until:
-            self.parked.append(self.accept(s).key)
+            self.parked.append(self.accept(s, size, kept=True).key)
         else:
             self.refuse(s, "cancel", "service-unavailable")
 
-    def accept(self, s: Stanza) -> Req:
+    def footprint_of(self, s: Stanza, measured: int, candidates: list[str]) -> int:
+        """What a request holds: its measured size while its payload is kept (parked, or it may
+        be resent), its addresses and id alone otherwise; at least those."""
+        own = len(s.id or "") + len(s.from_ or "") + len(s.to or "")
+        kept = not candidates or self.retryable_now(s)
+        return max(measured, own) if kept else own
+
+    def retryable_now(self, s: Stanza) -> bool:
+        return self.config.retry_get if s.type == "get" else self.config.retry_set
+
+    def over_budget(self, s: Stanza, requester: str, size: int) -> bool:
+        cfg = self.config
+        return (
+            self.bytes_total() + size > cfg.max_outstanding_bytes
+            or self.bytes_of(requester) + size > cfg.max_bytes_per_requester
+        )
+
+    def bytes_of(self, requester: str) -> int:
+        return sum(r.size for k, r in self.outstanding.items() if k[0] == requester)
+
+    def bytes_total(self) -> int:
+        """Everything the budget counts: requests, calls (their addresses), held answers."""
+        calls = sum(sig_bytes(c.stanza) for c in self.calls.values())
+        return sum(r.size for r in self.outstanding.values()) + calls + self.held_bytes
+
+    def accept(self, s: Stanza, size: int, kept: bool) -> Req:
         self.serials += 1
-        r = Req(self.serials, s, self.now, self.now + self.config.request_timeout)
+        r = Req(self.serials, s, self.now, self.now + self.config.request_timeout, size, kept)
         self.outstanding[r.key] = r
         self.accepted[r.serial] = r
         self.answers[r.serial] = []
@@ -531,7 +575,7 @@ class Model:
         r.skip = self.take_late(r.key, chosen)
 
     def retryable(self, r: Req) -> bool:
-        return self.config.retry_get if r.stanza.type == "get" else self.config.retry_set
+        return r.kept and self.retryable_now(r.stanza)
 
     def reply(self, s: Stanza) -> None:
         requester = decode(s.to)
@@ -686,7 +730,12 @@ class Model:
             candidates = self.candidates()
             if self.parked and candidates:
                 for key in self.parked:
-                    self.forward(self.outstanding[key], candidates)
+                    r = self.outstanding[key]
+                    self.forward(r, candidates)
+                    if not self.retryable_now(r.stanza):
+                        # Sent for good: only its addresses and id stay held.
+                        r.kept = False
+                        r.size = sig_bytes(r.stanza)
                 self.parked = []
         elif s.type == "unavailable":
             if resource:
@@ -749,6 +798,9 @@ configs = st.builds(
     retry_set=st.booleans(),
     max_outstanding=st.sampled_from([1, 2, 5, 10_000]),
     max_per_requester=st.sampled_from([1, 3, 1_000]),
+    # Small enough that a few requests of the sizes the rules send reach them.
+    max_outstanding_bytes=st.sampled_from([250, 2_000, 64 * 1024 * 1024]),
+    max_bytes_per_requester=st.sampled_from([150, 8 * 1024 * 1024]),
     sync_grace=st.sampled_from([0.0, 1.0, 5.0]),
     routing=st.sampled_from(["random", "round-robin", "least-outstanding", "priority", "sticky"]),
     resource_pattern=st.sampled_from([None, None, "a|b", "c/d"]),
@@ -968,7 +1020,20 @@ class ProxyMachine(RuleBasedStateMachine):
         s, cfg, m = self.state, self.config, self.model
         assert len(s.requests) <= cfg.max_outstanding
         counts = Counter(requester for requester, _ in s.requests)
-        assert dict(s.per_requester) == dict(counts)
+        assert {r: n for r, (n, _size) in s.per_requester.items()} == dict(counts)
+        # The byte budget: what is counted is the sum over what is held, requester by
+        # requester and in all; the model predicts every size; no request took it past a cap.
+        sizes: Counter[str] = Counter()
+        for (requester, id_), o in s.requests.items():
+            sizes[requester] += o.size
+            assert o.size == m.outstanding[(requester, id_)].size
+        assert {r: b for r, (_n, b) in s.per_requester.items()} == dict(sizes)
+        calls = sum(c.size for c in s.calls.values())
+        assert s.bytes_held == sum(sizes.values()) + calls + s.session.held_bytes
+        assert s.bytes_held == m.bytes_total()
+        assert (s.session.held_bytes == 0) == (not s.session.held)
+        assert sum(sizes.values()) <= cfg.max_outstanding_bytes
+        assert all(b <= cfg.max_bytes_per_requester for b in sizes.values())
         assert all(n <= cfg.max_per_requester for n in counts.values())
         for table in (s.calls, s.routes, s.lates):
             assert len(table) <= cfg.max_outstanding
@@ -1016,10 +1081,10 @@ class ProxyMachine(RuleBasedStateMachine):
             r.resource is not None for r in self.model.outstanding.values()
         )
 
-    def request(self, requester, id_, kind, to):
+    def request(self, requester, id_, kind, to, size=0):
         payload = f"<q n='{self.model.serials}'/>"
         stanza = Stanza("iq", kind, id_, requester, to, payload, None, None, (("xml:lang", "en"),))
-        self.apply(StanzaReceived(self.model.now, stanza))
+        self.apply(StanzaReceived(self.model.now, stanza, size))
 
     @precondition(up)
     @rule(
@@ -1029,16 +1094,17 @@ class ProxyMachine(RuleBasedStateMachine):
                 st.sampled_from(IDS),
                 st.sampled_from(["get", "get", "set"]),
                 st.sampled_from(REQUEST_TO),
+                st.sampled_from([0, 0, 120, 900]),
             ),
             min_size=1,
             max_size=5,
         )
     )
     def requests(self, burst):
-        """One or several requests at one instant, from few requesters: duplicate ids, limits,
-        untranslatable senders."""
-        for requester, id_, kind, to in burst:
-            self.request(requester, id_, kind, to)
+        """One or several requests at one instant, from few requesters: duplicate ids, limits
+        in requests and in bytes, untranslatable senders."""
+        for requester, id_, kind, to, size in burst:
+            self.request(requester, id_, kind, to, size)
 
     # -- rules: the target's replies -----------------------------------------------------------
 
@@ -1261,11 +1327,14 @@ class ProxyMachine(RuleBasedStateMachine):
     @rule(policy=configs)
     def reload(self, policy):
         """The operator reloads a new policy: everything but the limits the invariants bound the
-        state with (the caps, ``sync_grace``) may change, while requests are in flight."""
+        state with (the caps in requests and bytes, ``sync_grace``) may change, while requests
+        are in flight."""
         config = dataclasses.replace(
             policy,
             max_outstanding=self.config.max_outstanding,
             max_per_requester=self.config.max_per_requester,
+            max_outstanding_bytes=self.config.max_outstanding_bytes,
+            max_bytes_per_requester=self.config.max_bytes_per_requester,
             sync_grace=self.config.sync_grace,
         )
         self.config = config
@@ -1364,7 +1433,7 @@ def test_held_answers_are_not_dropped_when_calls_and_requests_fill_the_hold():
     replay(
         config,
         [
-            ("requests", {"burst": [("alice@example.org/phone", "1", "get", PROXY)]}),
+            ("requests", {"burst": [("alice@example.org/phone", "1", "get", PROXY, 0)]}),
             (
                 "target_calls_a_user",
                 {"resource": "a", "user": "alice@example.org/phone", "kind": "get", "id_": "1"},

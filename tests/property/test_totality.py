@@ -78,8 +78,17 @@ def check_transition(state: ProxyState, event: Event, t: object) -> None:
     assert len(t.state.requests) <= max(cfg.max_outstanding, before)
     if len(t.state.requests) > before:
         assert len(t.state.requests) <= cfg.max_outstanding
-    for requester, n in t.state.per_requester.items():
-        assert n <= max(cfg.max_per_requester, state.per_requester.get(requester, 0))
+    for requester, (n, size) in t.state.per_requester.items():
+        n_before, size_before = state.per_requester.get(requester, (0, 0))
+        assert n <= max(cfg.max_per_requester, n_before)
+        assert size <= max(cfg.max_bytes_per_requester, size_before)
+    requests_bytes = sum(o.size for o in t.state.requests.values())
+    assert requests_bytes <= max(
+        cfg.max_outstanding_bytes, sum(o.size for o in state.requests.values())
+    )
+    assert t.state.bytes_held == (
+        requests_bytes + sum(c.size for c in t.state.calls.values()) + t.state.session.held_bytes
+    )
     assert not (t.state.now < state.now), "time ran backwards"
     for o in t.outputs:
         assert isinstance(

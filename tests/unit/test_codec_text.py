@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from client_proxy.core import Stanza, StanzaError
-from client_proxy.shell.codec import from_element, to_element, to_text
+from client_proxy.shell.codec import from_element, size_of, to_element, to_text
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -122,3 +122,19 @@ def test_any_payload_survives_the_writer(
     stanza = Stanza("iq", "get", ident, sender, "proxy.example.org", tuple(payload), extra=extra)
     expected = to_element(stanza, NS)
     assert canonical(parse(to_text(stanza, NS))) == canonical(expected)
+
+
+def test_a_stanza_is_measured_by_what_it_carries() -> None:
+    """size_of counts what the byte budget needs: a 100 KB payload is 100 KB, and the measure
+    never exceeds the stanza's own text."""
+    body = "x" * 100_000
+    text = (
+        "<iq xmlns='jabber:component:accept' type='set' id='big' from='u@example.org/r' "
+        f"to='proxy.example.org'><blob xmlns='urn:example:blob'>{body}</blob></iq>"
+    )
+    measured = size_of(ET.fromstring(text))
+    assert len(body) <= measured <= len(text) + 100  # namespaces are counted once per element
+    small = (
+        "<iq xmlns='jabber:component:accept' type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq>"
+    )
+    assert 0 < size_of(ET.fromstring(small)) <= len(small) + 100
