@@ -9,10 +9,12 @@ its log records become log lines, and its counters are kept for the status line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import signal
+import socket
 from collections import Counter
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError
@@ -110,6 +112,24 @@ class _EveryStanza(MatcherBase):
 #: The most one read from the socket brings (what asyncio's and uvloop's own reads ask for).
 _READ_SIZE = 256 * 1024
 
+#: Flow control on the component connection: once this many bytes wait in the transport's write
+#: buffer (the server reads what the proxy writes more slowly than it comes), the proxy stops
+#: reading, and starts again once the buffer is down to the low mark. Every request read is
+#: forwarded, and a forward of a large payload can be many times the size of its answer: reading
+#: on would queue forwards without bound (hundreds of MiB measured with Prosody reading about
+#: 3 MB/s), and the answers the proxy owes (timeouts included) would wait behind them. What the
+#: proxy writes is written all the same; only reading waits. The high mark is two of the largest
+#: stanzas a server routes by default (Prosody's c2s limit is 256 KiB), so that large payloads
+#: flow without a pause per stanza.
+WRITE_HIGH_WATER = 512 * 1024
+WRITE_LOW_WATER = WRITE_HIGH_WATER // 4
+#: The kernel's send buffer for the component socket (Linux doubles it). Left to itself, Linux
+#: grows it to 4 MiB (net.ipv4.tcp_wmem), a queue the write buffer's marks cannot see: with
+#: 100 KB requests and a server reading 1 MB/s the timeout answers came about 2 s late behind it
+#: (tests/unit/test_daemon_flow.py). 256 KiB still carries about 500 MB/s at a 1 ms round trip;
+#: a proxy far from its server (50 ms) would be held to about 10 MB/s.
+SEND_BUFFER = 256 * 1024
+
 
 class _Component(ComponentXMPP, asyncio.BufferedProtocol):  # type: ignore[misc]
     """ComponentXMPP with its own stanza handling switched off.
@@ -117,6 +137,9 @@ class _Component(ComponentXMPP, asyncio.BufferedProtocol):  # type: ignore[misc]
     ``on_element`` gets every iq, message and presence element as parsed; ``flush`` gets what
     was queued in ``batch`` while one read from the socket was being parsed; ``on_end_of_stream``
     is called when our end of stream has been written.
+
+    While the transport's write buffer is above :data:`WRITE_HIGH_WATER` the socket is not read
+    (``pause_writing``/``resume_writing``, asyncio's flow control); ``reading_paused`` says so.
 
     The socket is read into one buffer kept for the purpose (a buffered protocol). A plain
     protocol on asyncio's loop gets a fresh 256 KiB bytes object per read, which glibc maps,
@@ -139,6 +162,38 @@ class _Component(ComponentXMPP, asyncio.BufferedProtocol):  # type: ignore[misc]
         self.batch: list[str] | None = None
         self.on_end_of_stream: Any = None
         self._read_buffer = memoryview(bytearray(_READ_SIZE))
+        self.reading_paused = False
+        #: How many times reading paused because the server was slow to read.
+        self.read_pauses = 0
+
+    def connection_made(self, transport: Any, send_event: bool = True) -> None:
+        self.reading_paused = False
+        # Before anything is written on this connection (slixmpp writes its stream header).
+        set_limits = getattr(transport, "set_write_buffer_limits", None)
+        if set_limits is not None:
+            set_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        super().connection_made(transport, send_event)
+
+    def pause_writing(self) -> None:
+        # Called by the transport from inside a write once its buffer passes the high mark.
+        transport = self.transport
+        if transport is None or self.reading_paused:
+            return
+        self.reading_paused = True
+        self.read_pauses += 1
+        transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        transport = self.transport
+        if not self.reading_paused:
+            return
+        self.reading_paused = False
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
 
     def send_raw(self, data: str | bytes) -> None:
         super().send_raw(data)

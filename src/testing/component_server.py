@@ -37,15 +37,27 @@ class ComponentServer:
 
     ``read_rate``: if set, the component's bytes are read at about this many bytes per second
     (a server slow to read: the component's writes back up in its socket and write buffer).
+    ``receive_buffer``: the listening socket's SO_RCVBUF, to keep what the kernel takes in on
+    the server's behalf small (on loopback it grows to megabytes, and hides a slow reader).
     ``stanzas`` holds every top-level element the component sent after the handshake, in order.
     """
 
-    def __init__(self, domain: str, secret: str, *, read_rate: float | None = None) -> None:
+    def __init__(
+        self,
+        domain: str,
+        secret: str,
+        *,
+        read_rate: float | None = None,
+        receive_buffer: int | None = None,
+    ) -> None:
         self.domain = domain
+        self.receive_buffer = receive_buffer
         self.secret = secret
         self.read_rate = read_rate
         self.stream_id = "fake-stream-1"
         self.stanzas: list[ET.Element] = []
+        #: When each of ``stanzas`` was read (the event loop's clock).
+        self.arrived_at: list[float] = []
         self.authenticated = asyncio.Event()
         self.closed = asyncio.Event()
         self.bytes_read = 0
@@ -56,7 +68,12 @@ class ComponentServer:
 
     async def start(self) -> int:
         """Listen on a free loopback port; the port."""
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, limit=64 * 1024)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if self.receive_buffer is not None:
+            # Before listen(): the window scale is agreed on at the handshake.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+        sock.bind(("127.0.0.1", 0))
+        self._server = await asyncio.start_server(self._accept, sock=sock, limit=64 * 1024)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
@@ -141,6 +158,7 @@ class ComponentServer:
             return
         async with self._arrived:
             self.stanzas.append(element)
+            self.arrived_at.append(asyncio.get_running_loop().time())
             self._arrived.notify_all()
 
     async def write(self, pieces: Iterable[bytes]) -> None:
