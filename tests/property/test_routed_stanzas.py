@@ -162,10 +162,12 @@ class FakeTransport:
 
 def feed(xmpp: Any, pieces: list[bytes]) -> None:
     """``pieces`` as the event loop hands them to a buffered protocol."""
-    for piece in pieces:
-        buffer = xmpp.get_buffer(-1)
-        buffer[: len(piece)] = piece
-        xmpp.buffer_updated(len(piece))
+    for whole in pieces:
+        for start in range(0, len(whole), len(xmpp.get_buffer(-1))):
+            buffer = xmpp.get_buffer(-1)
+            piece = whole[start : start + len(buffer)]  # never more than the buffer holds
+            buffer[: len(piece)] = piece
+            xmpp.buffer_updated(len(piece))
 
 
 def daemon_settings(port: int = 9) -> Any:
@@ -207,6 +209,11 @@ def _attr(value: str) -> str:
     )
 
 
+def is_iq_answer(element: ET.Element) -> bool:
+    """An IQ result or error (not an error presence or message, which may carry the same id)."""
+    return element.tag == f"{{{COMPONENT_NS}}}iq" and element.get("type") in ("result", "error")
+
+
 def check_answers(sent: list[ET.Element], written: list[ET.Element]) -> int:
     """Every request in ``sent`` answered exactly once among ``written``; a result carries the
     request's payload. The number of requests."""
@@ -215,7 +222,7 @@ def check_answers(sent: list[ET.Element], written: list[ET.Element]) -> int:
     answers: Counter[tuple[str, str]] = Counter()
     for out in written:
         key = (out.get("to") or "", out.get("id") or "")
-        if out.get("type") in ("result", "error") and key in owed:
+        if is_iq_answer(out) and key in owed:
             answers[key] += 1
             if out.get("type") == "result" and owed[key] == 1:
                 assert canonical(out) == payloads[key], key
@@ -295,8 +302,7 @@ def test_the_daemon_on_the_wire_answers_every_request_once(
                         await server.write([echo.encode()])
                 seen = len(server.stanzas)
                 answered = sum(
-                    out.get("type") in ("result", "error")
-                    and (out.get("to") or "", out.get("id") or "") in keys
+                    is_iq_answer(out) and (out.get("to") or "", out.get("id") or "") in keys
                     for out in server.stanzas
                 )
                 if answered >= owed:
