@@ -1,9 +1,10 @@
 """Flow control on the component connection: a server slow to read what the proxy writes.
 
-While the transport's write buffer is above the high-water mark the daemon stops reading, so new
-requests wait in the server instead of piling up as forwards in the proxy's memory; the answers
-the proxy owes (timeouts included) are still written, and reach the server behind at most about
-a high-water mark of forwards.
+While the transport's write buffer is above the high-water mark, new requests (forwards) wait in
+the daemon's queue and everything else, above all the answers the proxy owes (timeouts
+included), is written at once: an answer reaches the server behind at most about a high-water
+mark of forwards. Reading goes on, so requests are seen (and timed) when they arrive; a queued
+request whose timeout has passed is not sent at all.
 """
 
 from __future__ import annotations
@@ -39,13 +40,32 @@ def settings(port: int, **extra: object) -> Any:
     )
 
 
+HEADER = (
+    f"<?xml version='1.0'?><stream:stream xmlns='{NS}' "
+    f"xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='{PROXY}'>"
+)
+
+
+def feed(xmpp: Any, data: str) -> None:
+    raw = data.encode()
+    xmpp.get_buffer(-1)[: len(raw)] = raw
+    xmpp.buffer_updated(len(raw))
+
+
+def request(iq_id: str) -> str:
+    return (
+        f"<iq type='get' id='{iq_id}' from='user@localhost/u' to='{PROXY}'>"
+        f"<q xmlns='urn:example:big'>{iq_id}</q></iq>"
+    )
+
+
 class RecordingTransport:
     def __init__(self) -> None:
         self.calls: list[str] = []
-        self.written = 0
+        self.texts: list[str] = []
 
     def write(self, data: bytes) -> None:
-        self.written += len(data)
+        self.texts.append(data.decode())
 
     def set_write_buffer_limits(self, high: int, low: int) -> None:
         self.calls.append(f"limits {high} {low}")
@@ -63,24 +83,56 @@ class RecordingTransport:
         return False
 
 
-def test_reading_pauses_above_the_high_mark_and_answers_are_still_written() -> None:
+def test_requests_wait_above_the_high_mark_and_answers_go_first() -> None:
     async def main() -> None:
-        daemon = Daemon(settings(9), asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        daemon = Daemon(settings(9, request_timeout=5), loop)
         xmpp: Any = daemon.xmpp
         transport = RecordingTransport()
         xmpp.connection_made(transport)
         assert transport.calls == [f"limits {WRITE_HIGH_WATER} {WRITE_LOW_WATER}"]
-        xmpp.pause_writing()
-        xmpp.pause_writing()  # once is enough
-        assert transport.calls[1:] == ["pause"]
-        assert xmpp.reading_paused
-        before = transport.written
-        daemon.apply(TimePassed(asyncio.get_running_loop().time()))
-        xmpp.send_raw("<presence/>")  # writing goes on while reading waits
-        assert transport.written > before
+        data = HEADER + "<handshake/>" + ONLINE
+        xmpp.get_buffer(-1)[: len(data)] = data.encode()
+        xmpp.buffer_updated(len(data))
+        transport.texts.clear()
+
+        xmpp.pause_writing()  # the server is slow to read
+        feed(xmpp, request("q1") + request("q2"))
+        assert transport.texts == []  # the forwards wait
+        daemon.apply(TimePassed(loop.time() + 5))  # both time out: the answers go at once
+        assert [t.count("remote-server-timeout") for t in transport.texts] == [1, 1]
+        feed(xmpp, request("q3"))
+        transport.texts.clear()
         xmpp.resume_writing()
-        assert transport.calls[1:] == ["pause", "resume"]
-        assert not xmpp.reading_paused
+        # The forwards follow, in order, once the buffer has drained.
+        assert [t.split("<q xmlns='urn:example:big'>")[1][:2] for t in transport.texts] == [
+            "q1",
+            "q2",
+            "q3",
+        ]
+        assert all(f"to='{TARGET}/a'" in t for t in transport.texts)
+        assert transport.calls[1:] == []  # reading never paused
+
+    asyncio.run(main())
+
+
+def test_queued_requests_past_their_timeout_are_not_sent() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        daemon = Daemon(settings(9, request_timeout=0.05), loop)
+        xmpp: Any = daemon.xmpp
+        transport = RecordingTransport()
+        xmpp.connection_made(transport)
+        feed(xmpp, HEADER + "<handshake/>" + ONLINE)
+        transport.texts.clear()
+        xmpp.pause_writing()
+        feed(xmpp, request("old"))
+        await asyncio.sleep(0.1)  # its timeout answer goes out at once
+        assert any("remote-server-timeout" in t for t in transport.texts)
+        transport.texts.clear()
+        xmpp.resume_writing()
+        assert transport.texts == []
+        assert daemon.counters["send.expired"] == 1
 
     asyncio.run(main())
 
@@ -91,7 +143,7 @@ def test_a_slow_server_gets_the_timeouts_on_time_and_the_write_buffer_stays_boun
     An answer due now waits behind what is queued for the server: the write buffer (the high
     mark plus what one read forwards), the kernel's send buffer (twice SEND_BUFFER on Linux) and
     the server's receive buffer. Without flow control the whole load queues: 6 MB, 3 s at
-    2 MB/s (the timeouts measured 2 s late); with it, 0.9 s.
+    2 MB/s (the timeouts measured 2 s late); with it, 0.7 s.
     """
     requests, size, timeout, rate = 60, 100_000, 1.0, 2_000_000
     receive_buffer = 64 * 1024
@@ -132,6 +184,7 @@ def test_a_slow_server_gets_the_timeouts_on_time_and_the_write_buffer_stays_boun
             server.read_rate = rate
             seen = len(server.stanzas)
             body = "x" * size
+            sent_at = loop.time()
             await server.write(
                 f"<iq type='get' id='r{n}' from='user@localhost/u{n % 10}' to='{PROXY}'>"
                 f"<q xmlns='urn:example:big'>{body}</q></iq>".encode()
@@ -147,13 +200,16 @@ def test_a_slow_server_gets_the_timeouts_on_time_and_the_write_buffer_stays_boun
                         answers[element.get("id") or ""] = at
                 seen = len(server.stanzas)
             late = {i: answers[i] - (read_at[i] + timeout) for i in answers}
+            seen_late = [answers[i] - (sent_at + timeout) for i in answers]
             print(
                 f"\nlateness of the timeout answers: max {max(late.values()):.3f} s; "
-                f"peak write buffer {peak / 1024:.0f} KiB; reading paused "
-                f"{daemon.xmpp.read_pauses} times"
+                f"peak write buffer {peak / 1024:.0f} KiB; congested "
+                f"{daemon.xmpp.congestions} times; late after sending: max {max(seen_late):.3f} s"
             )
             assert sorted(answers) == sorted(f"r{n}" for n in range(requests))
             assert max(late.values()) < queued / rate + 0.5
+            # The requests are read as they come: late after sending as after reading.
+            assert max(seen_late) < queued / rate + 0.5
             assert peak <= WRITE_HIGH_WATER + 2 * 256 * 1024
         finally:
             sampler.cancel()
