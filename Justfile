@@ -53,7 +53,7 @@ bench *ARGS: setup
 
 # Hostile loads against a real Prosody (about 3 minutes): requests sent, answered by result and
 # by error, never answered (fails unless 0), the proxy's peak memory. --write updates
-# docs/benchmarks.md; --loads picks some of headline,resources,churn,fresh.
+# docs/benchmarks.md; --loads picks some of headline,churn,fresh,resources.
 abuse *ARGS: setup
     python -m benchmarks.abuse {{ARGS}}
 
