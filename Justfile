@@ -51,6 +51,12 @@ bench *ARGS: setup
     python -c 'import matplotlib' 2>/dev/null || python -m pip install -q --disable-pip-version-check -e '.[dev,bench]' || echo "bench: could not install the bench extra; no plot"
     python -m benchmarks.bench {{ARGS}}
 
+# Hostile loads against a real Prosody (about 3 minutes): requests sent, answered by result and
+# by error, never answered (fails unless 0), the proxy's peak memory. --write updates
+# docs/benchmarks.md; --loads picks some of headline,churn,fresh,resources.
+abuse *ARGS: setup
+    python -m benchmarks.abuse {{ARGS}}
+
 # Load under resource churn and a proxy restart for SECONDS (default 300); fails on a lost request.
 soak SECONDS=env_var_or_default("SOAK_SECONDS", "300") *ARGS: setup
     python -m benchmarks.soak --duration {{SECONDS}} {{ARGS}}

@@ -45,6 +45,7 @@ import array
 import datetime
 import importlib.util
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -59,6 +60,7 @@ from typing import Any
 
 from client_proxy.testing.prosody import Prosody, free_port, prosody_available
 
+from . import abuse
 from ._procs import (
     Helper,
     ProxyProcess,
@@ -622,6 +624,13 @@ def before_after_lines(data: dict[str, Any], fresh: bool) -> list[str]:
     ]
 
 
+def kept_sections(page: str) -> str:
+    """The sections of docs/benchmarks.md that other scripts write (`just abuse`), to keep."""
+    start, end = abuse.SECTION_START, abuse.SECTION_END
+    kept = re.findall(re.escape(start) + ".*?" + re.escape(end), page, re.S)
+    return "".join(f"\n{section}\n" for section in kept)
+
+
 def markdown(
     results: Results, plot: str | None, compared: tuple[dict[str, Any], bool] | None
 ) -> str:
@@ -854,7 +863,9 @@ def main() -> int:
         plot = "benchmarks.png" if draw(results, docs / "benchmarks.png") else None
         if plot is None:
             print("matplotlib is missing: no plot (pip install -e '.[bench]')")
-        (docs / "benchmarks.md").write_text(markdown(results, plot, compared), encoding="utf-8")
+        page = docs / "benchmarks.md"
+        kept = kept_sections(page.read_text(encoding="utf-8") if page.exists() else "")
+        page.write_text(markdown(results, plot, compared) + kept, encoding="utf-8")
         written = [docs / "benchmarks.md", *([docs / plot] if plot else [])]
         if compared is not None and compared[1]:
             data = json.dumps(compared[0], indent=1, ensure_ascii=False)

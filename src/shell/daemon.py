@@ -9,11 +9,13 @@ its log records become log lines, and its counters are kept for the status line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import signal
-from collections import Counter
+import socket
+from collections import Counter, deque
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError
 
@@ -122,6 +124,33 @@ class _EveryStanza(MatcherBase):
 #: The most one read from the socket brings (what asyncio's and uvloop's own reads ask for).
 _READ_SIZE = 256 * 1024
 
+#: Flow control on the component connection (asyncio's pause_writing/resume_writing): above
+#: this many bytes in the transport's write buffer the server is reading what the proxy writes
+#: more slowly than it comes, and new requests (IQ get/set: forwards and the target's outbound
+#: calls, the stanzas that carry large payloads) wait in the daemon's own queue, written in
+#: order once the buffer is down to the low mark. Everything else, above all the answers the
+#: proxy owes (timeouts included), is written at once, ahead of them. Measured before: with
+#: 100 KB requests and Prosody reading the component connection at about 3 MB/s, forwards piled
+#: up by hundreds of MiB and the timeout answers reached their requesters 39-58 s after they
+#: were sent instead of 8 s. Reading goes on, so that every request is seen, and answered or
+#: refused by the core on time; the core's own limits bound what it holds. The high mark is two
+#: of the largest stanzas a server routes by default (Prosody's c2s limit is 256 KiB).
+WRITE_HIGH_WATER = 512 * 1024
+WRITE_LOW_WATER = WRITE_HIGH_WATER // 4
+#: The kernel's send buffer for the component socket (Linux doubles it). Left to itself, Linux
+#: grows it to 4 MiB (net.ipv4.tcp_wmem), a queue the write buffer's marks cannot see: with
+#: 100 KB requests and a server reading 1 MB/s the timeout answers came about 2 s late behind it
+#: (tests/unit/test_daemon_flow.py). 256 KiB still carries about 500 MB/s at a 1 ms round trip;
+#: a proxy far from its server (50 ms) would be held to about 10 MB/s.
+SEND_BUFFER = 256 * 1024
+#: A safety net: with this many requests waiting in the daemon's queue, reading pauses as well
+#: (until half are written), so that the queue cannot grow past what the core could hold.
+DEFERRED_MAX = 10_000
+
+
+#: The stanzas that wait while the write buffer is above the high mark (see WRITE_HIGH_WATER).
+_REQUESTS = frozenset({"get", "set"})
+
 
 class _Component(ComponentXMPP, asyncio.BufferedProtocol):  # type: ignore[misc]
     """ComponentXMPP with its own stanza handling switched off.
@@ -129,6 +158,9 @@ class _Component(ComponentXMPP, asyncio.BufferedProtocol):  # type: ignore[misc]
     ``on_element`` gets every iq, message and presence element as parsed; ``flush`` gets what
     was queued in ``batch`` while one read from the socket was being parsed; ``on_end_of_stream``
     is called when our end of stream has been written.
+
+    ``congested`` says that the transport's write buffer is above :data:`WRITE_HIGH_WATER`
+    (asyncio's ``pause_writing``); ``on_writable`` is called when it is back below the low mark.
 
     The socket is read into one buffer kept for the purpose (a buffered protocol). A plain
     protocol on asyncio's loop gets a fresh 256 KiB bytes object per read, which glibc maps,
@@ -151,6 +183,50 @@ class _Component(ComponentXMPP, asyncio.BufferedProtocol):  # type: ignore[misc]
         self.batch: list[str] | None = None
         self.on_end_of_stream: Any = None
         self._read_buffer = memoryview(bytearray(_READ_SIZE))
+        #: The write buffer is above the high mark (see WRITE_HIGH_WATER); how many times so far.
+        self.congested = False
+        self.congestions = 0
+        self.reading_paused = False
+        #: Called when the write buffer is back below the low mark.
+        self.on_writable: Any = None
+
+    def connection_made(self, transport: Any, send_event: bool = True) -> None:
+        self.congested = False
+        self.reading_paused = False
+        # Before anything is written on this connection (slixmpp writes its stream header).
+        set_limits = getattr(transport, "set_write_buffer_limits", None)
+        if set_limits is not None:
+            set_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        super().connection_made(transport, send_event)
+
+    def pause_writing(self) -> None:
+        # Called by the transport from inside a write once its buffer passes the high mark.
+        if not self.congested:
+            self.congested = True
+            self.congestions += 1
+
+    def resume_writing(self) -> None:
+        if self.congested:
+            self.congested = False
+            if self.on_writable is not None:
+                self.on_writable()
+
+    def pause_reading(self) -> None:
+        transport = self.transport
+        if not self.reading_paused and transport is not None and not transport.is_closing():
+            self.reading_paused = True
+            transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        transport = self.transport
+        if self.reading_paused:
+            self.reading_paused = False
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
 
     def send_raw(self, data: str | bytes) -> None:
         super().send_raw(data)
@@ -261,12 +337,15 @@ class Daemon:
         self.connected_once = False
         #: A reload asked for a connection under new settings: reconnect without backoff.
         self.reconnect_now = False
+        #: Requests waiting for the write buffer to drain: (when queued, the stanza).
+        self._deferred: deque[tuple[float, Any]] = deque()
 
         xmpp = _Component(settings)
         self.xmpp = xmpp
         self._ns: str = xmpp.default_ns
         xmpp.on_element = self._on_element
         xmpp.flush = self._write
+        xmpp.on_writable = self._write_deferred
         xmpp.on_end_of_stream = lambda: self.apply(EndOfStreamSent(self.loop.time()))
         xmpp.register_handler(Callback("client-proxy", _EveryStanza(self._ns), self._on_stanza))
         xmpp.add_event_handler("session_start", self._on_session_start)
@@ -344,7 +423,7 @@ class Daemon:
         now = self.loop.time()
         self.apply(TimePassed(now if now >= deadline else deadline))
 
-    def _send(self, stanza: Any) -> None:
+    def _send_now(self, stanza: Any) -> None:
         text = to_text(stanza, self._ns)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -360,6 +439,39 @@ class Daemon:
             batch.append(text)
         else:
             self._write([text])
+
+    def _send(self, stanza: Any) -> None:
+        """Write ``stanza``, or queue it if it is a request and the server is slow to read."""
+        deferred = self._deferred
+        if (deferred or self.xmpp.congested) and stanza.kind == "iq" and stanza.type in _REQUESTS:
+            now = self.loop.time()
+            self._drop_expired(now)
+            deferred.append((now, stanza))
+            if len(deferred) >= DEFERRED_MAX:
+                self.xmpp.pause_reading()
+            return
+        self._send_now(stanza)
+
+    def _write_deferred(self) -> None:
+        """The write buffer has drained: write queued requests until it is full again."""
+        deferred = self._deferred
+        self._drop_expired(self.loop.time())
+        xmpp = self.xmpp
+        while deferred and not xmpp.congested and xmpp.transport is not None:
+            _, stanza = deferred.popleft()
+            self._write([to_text(stanza, self._ns)])
+        if xmpp.reading_paused and len(deferred) < DEFERRED_MAX // 2:
+            xmpp.resume_reading()
+
+    def _drop_expired(self, now: float) -> None:
+        # A request queued request_timeout ago has been answered with a timeout by now (its
+        # deadline came at the latest request_timeout after the core read it): nobody waits for
+        # what the target would say, so it is not sent.
+        deferred = self._deferred
+        timeout = self.state.config.request_timeout
+        while deferred and deferred[0][0] + timeout <= now:
+            deferred.popleft()
+            self.counters["send.expired"] += 1
 
     def _write(self, texts: list[str]) -> None:
         transport = self.xmpp.transport
@@ -412,6 +524,10 @@ class Daemon:
             self.notifier.ready()
 
     def _on_disconnected(self, reason: Any) -> None:
+        # Like what the transport's buffer held: gone with the connection; the core deals with
+        # the requests they carried (ConnectionLost).
+        self.counters["send.failed"] += len(self._deferred)
+        self._deferred.clear()
         if self.state.session.link is not Link.DOWN:
             self.apply(ConnectionLost(self.loop.time()))
         if self._stopping:

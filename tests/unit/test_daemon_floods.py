@@ -1,0 +1,191 @@
+"""Floods through the daemon's read path (the real slixmpp component on a fake transport).
+
+- the target announcing more resources than the core tracks (MAX_RESOURCES): the extra ones
+  are ignored, logged and counted, and requests still go to the tracked ones;
+- one resource's presence toggled thousands of times: nothing grows, every request is
+  answered once;
+- a requester cycling through fresh resource names: each full JID has limits of its own, so
+  one account can hold up to max_outstanding requests (the global cap), never more.
+
+`just abuse` runs the same loads against a real Prosody and gives the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from typing import Any
+
+import pytest
+from client_proxy.core import Link, TimePassed
+from client_proxy.core._state import MAX_RESOURCES
+from client_proxy.shell.config import parse_settings
+from client_proxy.shell.daemon import Daemon
+
+NS = "jabber:component:accept"
+PROXY = "proxy.localhost"
+TARGET = "svc@localhost"
+HEADER = (
+    f"<?xml version='1.0'?><stream:stream xmlns='{NS}' "
+    f"xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='{PROXY}'>"
+)
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def stanzas(self) -> list[ET.Element]:
+        text = b"".join(self.writes).decode()
+        return list(ET.fromstring(f"<s xmlns='{NS}'>{text}</s>"))
+
+
+def feed(xmpp: Any, data: str) -> None:
+    raw = data.encode()
+    for start in range(0, len(raw), 65536):
+        chunk = raw[start : start + 65536]
+        xmpp.get_buffer(-1)[: len(chunk)] = chunk
+        xmpp.buffer_updated(len(chunk))
+
+
+async def connected(**extra: object) -> tuple[Daemon, Any, FakeTransport]:
+    settings = parse_settings(
+        {
+            "component": PROXY,
+            "server": "127.0.0.1:9",
+            "secret": "s",
+            "target": TARGET,
+            "seed": 1,
+            **extra,
+        }
+    )
+    daemon = Daemon(settings, asyncio.get_running_loop())
+    xmpp: Any = daemon.xmpp
+    transport = FakeTransport()
+    xmpp.connection_made(transport)
+    feed(xmpp, HEADER + f"<handshake/><presence type='subscribed' from='{TARGET}' to='{PROXY}'/>")
+    assert daemon.state.session.link is Link.UP
+    transport.writes.clear()
+    return daemon, xmpp, transport
+
+
+def request(requester: str, iq_id: str) -> str:
+    return (
+        f"<iq type='get' id='{iq_id}' from='{requester}' to='{PROXY}'>"
+        f"<q xmlns='urn:example:flood'/></iq>"
+    )
+
+
+def answers(transport: FakeTransport) -> Counter[tuple[str, str]]:
+    return Counter(
+        (s.get("to") or "", s.get("id") or "")
+        for s in transport.stanzas()
+        if s.tag == f"{{{NS}}}iq" and s.get("type") in ("result", "error")
+    )
+
+
+def test_resources_beyond_the_limit_are_ignored_logged_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    extra = 6
+
+    async def main() -> None:
+        daemon, xmpp, transport = await connected()
+        with caplog.at_level(logging.INFO, logger="client_proxy"):
+            feed(
+                xmpp,
+                "".join(
+                    f"<presence from='{TARGET}/r{n:04}' to='{PROXY}'/>"
+                    for n in range(MAX_RESOURCES + extra)
+                ),
+            )
+        assert len(daemon.state.session.resources) == MAX_RESOURCES
+        assert daemon.counters["ignored.too_many_resources"] == extra
+        ignored = [r.getMessage() for r in caplog.records if "resource.ignored" in r.getMessage()]
+        assert len(ignored) == extra
+        assert (
+            f"{TARGET}/r{MAX_RESOURCES:04} ignored: already tracking {MAX_RESOURCES}"
+            in (ignored[0])
+        )
+        # The one over the limit is never chosen; the tracked ones serve.
+        feed(xmpp, "".join(request("user@localhost/u", f"q{n}") for n in range(200)))
+        forwarded = [s.get("to") or "" for s in transport.stanzas()]
+        assert len(forwarded) == 200
+        tracked = {f"{TARGET}/r{n:04}" for n in range(MAX_RESOURCES)}
+        assert set(forwarded) <= tracked
+        # When a tracked one leaves, a newcomer can take its place.
+        feed(xmpp, f"<presence type='unavailable' from='{TARGET}/r0000' to='{PROXY}'/>")
+        feed(xmpp, f"<presence from='{TARGET}/late' to='{PROXY}'/>")
+        assert "late" in daemon.state.session.online
+
+    asyncio.run(main())
+
+
+def test_presence_churn_of_one_resource_keeps_state_small_and_answers_once() -> None:
+    toggles = 10_000
+
+    async def main() -> None:
+        daemon, xmpp, transport = await connected(rate_limit=0)
+        feed(xmpp, f"<presence from='{TARGET}/steady' to='{PROXY}'/>")
+        started = time.perf_counter()
+        for n in range(toggles // 100):
+            churn = "".join(
+                f"<presence from='{TARGET}/churner' to='{PROXY}'><priority>{p}</priority>"
+                f"</presence><presence type='unavailable' from='{TARGET}/churner' to='{PROXY}'/>"
+                for p in range(50)
+            )
+            feed(xmpp, churn + request("user@localhost/u", f"q{n}"))
+        took = time.perf_counter() - started
+        print(f"\n{toggles:,} presence stanzas and 100 requests: {took:.2f} s in the read path")
+        assert [r.name for r in daemon.state.session.resources] == ["steady"]
+        outstanding = len(daemon.state.requests)
+        assert outstanding <= 100
+        # The target answers nothing: the deadlines pass; every request gets one answer.
+        daemon.apply(TimePassed(asyncio.get_running_loop().time() + 86_400))
+        got = answers(transport)
+        assert got == Counter({("user@localhost/u", f"q{n}"): 1 for n in range(100)})
+        assert len(daemon.state.requests) == 0
+
+    asyncio.run(main())
+
+
+def test_fresh_resource_names_each_get_their_own_limits_up_to_the_global_cap() -> None:
+    sessions, each, cap, per_jid = 30, 120, 2_000, 100
+
+    async def main() -> None:
+        daemon, xmpp, transport = await connected(
+            rate_limit=0, max_outstanding=cap, max_per_requester=per_jid
+        )
+        feed(xmpp, f"<presence from='{TARGET}/silent' to='{PROXY}'/>")
+        for s in range(sessions):
+            feed(xmpp, "".join(request(f"user@localhost/fresh{s}", f"q{n}") for n in range(each)))
+        held = len(daemon.state.requests)
+        # Each full JID is held to per_jid; together they are held to the global cap only.
+        assert held == min(cap, sessions * per_jid)
+        refused = answers(transport)
+        assert sum(refused.values()) == sessions * each - held
+        daemon.apply(TimePassed(asyncio.get_running_loop().time() + 86_400))
+        got = answers(transport)
+        assert got == Counter(
+            {(f"user@localhost/fresh{s}", f"q{n}"): 1 for s in range(sessions) for n in range(each)}
+        )
+
+    asyncio.run(main())
