@@ -1,5 +1,11 @@
-"""Fixtures for the integration tests: one real Prosody per session (`prosody`), and per test a
-fresh :class:`proxy_env.ProxyEnv` (`env`): a new target account, new requesters, new daemons."""
+"""Fixtures for the integration tests: one real server per session and kind (`server`: Prosody
+and ejabberd, so every test that takes `env` runs against both), and per test a fresh
+:class:`proxy_env.ProxyEnv` (`env`): a new target account, new requesters, new daemons.
+
+A test whose behaviour really differs between the servers either asserts each server's own
+behaviour (``env.server_kind``) or is marked ``@pytest.mark.only_on("prosody", reason=...)``,
+naming the server fact that makes it so (DESIGN.md, "Server facts measured here").
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,9 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from client_proxy.testing.ejabberd import Ejabberd, ejabberd_available
 from client_proxy.testing.prosody import Prosody, prosody_available
-from proxy_env import PROXY_DOMAIN, SECRET, ProxyEnv
+from proxy_env import PROXY_DOMAIN, SECRET, SERVER_KINDS, ProxyEnv, XmppServer
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -20,15 +27,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     setattr(item, f"rep_{report.when}", report)
 
 
-@pytest.fixture(scope="session")
-def prosody(tmp_path_factory: pytest.TempPathFactory) -> Generator[Prosody, None, None]:
-    """The session's Prosody: VirtualHost localhost, Component proxy.localhost, fresh data."""
-    if not prosody_available():
-        message = "prosody/prosodyctl not installed (scripts/bootstrap installs Debian's prosody)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    server = Prosody(tmp_path_factory.mktemp("prosody"), components={PROXY_DOMAIN: SECRET})
+def _unavailable(message: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session", params=SERVER_KINDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Generator[XmppServer, None, None]:
+    """The session's server of one kind: virtual host localhost, component proxy.localhost,
+    fresh data. pytest runs every test on the first kind, then every test on the second, so each
+    server starts once."""
+    kind: str = request.param
+    server: XmppServer
+    if kind == "prosody":
+        if not prosody_available():
+            _unavailable("prosody/prosodyctl not installed (scripts/bootstrap installs it)")
+        server = Prosody(tmp_path_factory.mktemp("prosody"), components={PROXY_DOMAIN: SECRET})
+    else:
+        if not ejabberd_available():
+            _unavailable("ejabberdctl/erl not installed (scripts/bootstrap installs ejabberd)")
+        server = Ejabberd(tmp_path_factory.mktemp("ejabberd"), components={PROXY_DOMAIN: SECRET})
     server.start()
     try:
         yield server
@@ -38,11 +59,15 @@ def prosody(tmp_path_factory: pytest.TempPathFactory) -> Generator[Prosody, None
 
 @pytest.fixture
 def env(
-    prosody: Prosody, tmp_path: Path, request: pytest.FixtureRequest
+    server: XmppServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Generator[ProxyEnv, None, None]:
-    if not prosody.running:
-        prosody.start()
-    proxy_env = ProxyEnv(prosody, tmp_path)
+    kind = "prosody" if isinstance(server, Prosody) else "ejabberd"
+    only = request.node.get_closest_marker("only_on")
+    if only is not None and only.args[0] != kind:
+        pytest.skip(f"{only.args[0]} only: {only.kwargs['reason']}")
+    if not server.running:
+        server.start()
+    proxy_env = ProxyEnv(server, kind, tmp_path)
     try:
         yield proxy_env
     finally:

@@ -1,9 +1,10 @@
-"""What one integration test works with: the session's Prosody, a fresh target account, requester
+"""What one integration test works with: the session's server (Prosody or ejabberd), a fresh
+target account, requester
 accounts, client-proxy daemons run through the real CLI, and the clients it logs in.
 
 Each test is a plain function that runs its async body with ``env.run(main)``: one event loop,
 one overall timeout, and every client it made aborted afterwards; daemons are stopped by the
-`env` fixture's teardown (which prints their logs and Prosody's when the test failed).
+`env` fixture's teardown (which prints their logs and the server's when the test failed).
 """
 
 from __future__ import annotations
@@ -17,16 +18,32 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from client_proxy.testing.ejabberd import Ejabberd
 from client_proxy.testing.prosody import Prosody
 from proxy_daemon import Daemon, toml_config
 from xmpp_clients import Requester, TargetResource
 
-__all__ = ["HOST", "PASSWORD", "PROMPT", "PROXY_DOMAIN", "SECRET", "ProxyEnv", "wait_for"]
+__all__ = [
+    "HOST",
+    "PASSWORD",
+    "PROMPT",
+    "PROXY_DOMAIN",
+    "SECRET",
+    "SERVER_KINDS",
+    "ProxyEnv",
+    "XmppServer",
+    "wait_for",
+]
+
+#: The servers every integration test runs against; their differences: DESIGN.md, "Server facts".
+SERVER_KINDS = ("prosody", "ejabberd")
+#: Either throwaway server: they have the same interface (ports, register, start, stop, ...).
+XmppServer = Prosody | Ejabberd
 
 PROXY_DOMAIN = "proxy.localhost"
 HOST = "localhost"
 PASSWORD = "password"
-#: The component secret of the session's Prosody.
+#: The component secret of the session's servers.
 SECRET = secrets.token_hex(16)
 
 _names = itertools.count(1)
@@ -48,8 +65,10 @@ async def wait_for(predicate: Callable[[], object], what: str, timeout: float = 
 class ProxyEnv:
     """Everything one test needs; made fresh per test by the `env` fixture."""
 
-    def __init__(self, prosody: Prosody, tmp: Path) -> None:
-        self.prosody = prosody
+    def __init__(self, server: XmppServer, server_kind: str, tmp: Path) -> None:
+        self.server = server
+        #: "prosody" or "ejabberd", for the assertions that differ between them.
+        self.server_kind = server_kind
         self.tmp = tmp
         self.daemons: list[Daemon] = []
         self.clients: list[Any] = []
@@ -59,13 +78,13 @@ class ProxyEnv:
 
     def account(self, prefix: str) -> str:
         """Register a new account `<prefix>-<n>@localhost` and return its bare JID."""
-        return self.prosody.register(f"{prefix}-{next(_names)}-{os.getpid()}", HOST, PASSWORD)
+        return self.server.register(f"{prefix}-{next(_names)}-{os.getpid()}", HOST, PASSWORD)
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
         """The daemon's config for this test; a key set to None is left out."""
         base: dict[str, Any] = {
             "component": PROXY_DOMAIN,
-            "server": f"127.0.0.1:{self.prosody.component_port}",
+            "server": f"127.0.0.1:{self.server.component_port}",
             "secret": SECRET,
             "target": self.target,
             "request_timeout": 15,
@@ -92,7 +111,7 @@ class ProxyEnv:
         return daemon
 
     async def ready_daemon(self, **overrides: Any) -> Daemon:
-        """A daemon that has connected to Prosody (`connection.up`)."""
+        """A daemon that has connected to the server (`connection.up`)."""
         daemon = self.start_daemon(**overrides)
         await daemon.wait_log("connection.up", timeout=15)
         return daemon
@@ -100,7 +119,7 @@ class ProxyEnv:
     async def requester(self, jid: str | None = None, resource: str = "abc") -> Requester:
         """A logged-in requester (a fresh account unless `jid` is given)."""
         bare = jid or self.account("user")
-        client = Requester(f"{bare}/{resource}", PASSWORD, "127.0.0.1", self.prosody.c2s_port)
+        client = Requester(f"{bare}/{resource}", PASSWORD, "127.0.0.1", self.server.c2s_port)
         self.clients.append(client)
         await client.start()
         return client
@@ -113,7 +132,7 @@ class ProxyEnv:
             f"{jid or self.target}/{name}",
             PASSWORD,
             "127.0.0.1",
-            self.prosody.c2s_port,
+            self.server.c2s_port,
             proxy_domain=PROXY_DOMAIN,
             mode=mode,  # type: ignore[arg-type]
             delay=delay,
@@ -161,7 +180,7 @@ class ProxyEnv:
             for daemon in self.daemons:
                 print(f"\n=== {daemon.config_path.name} exit {daemon.process.returncode} ===")
                 print(daemon.tail(200))
-            print(self.prosody.log_tail(80))
-        if not self.prosody.running:
-            # A test that stopped Prosody and failed before restarting it: bring it back.
-            self.prosody.start()
+            print(self.server.log_tail(80))
+        if not self.server.running:
+            # A test that stopped the server and failed before restarting it: bring it back.
+            self.server.start()

@@ -1,6 +1,6 @@
-"""What mod_client_proxy cannot do, end to end against the real Prosody: IQs started
-by the implementing client, messages both ways, routing strategies, eligible resources, a
-failing session taken out of rotation, allow/deny lists and the per-requester rate limit."""
+"""What mod_client_proxy cannot do, end to end against a real server (Prosody and ejabberd): IQs
+started by the implementing client, messages both ways, routing strategies, eligible resources,
+a failing session taken out of rotation, allow/deny lists and the per-requester rate limit."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ async def failing_resource(env: ProxyEnv, name: str) -> FailingResource:
         f"{env.target}/{name}",
         PASSWORD,
         "127.0.0.1",
-        env.prosody.c2s_port,
+        env.server.c2s_port,
         proxy_domain=PROXY_DOMAIN,
     )
     env.clients.append(client)

@@ -1,4 +1,5 @@
-"""client-proxy end to end: a real Prosody, real slixmpp clients, the daemon as a real process.
+"""client-proxy end to end: a real server (each test runs on Prosody and on ejabberd), real slixmpp
+clients, the daemon as a real process.
 
 Addresses below: the target is a fresh account `svc-N@localhost` per test (the README test uses
 `svc@localhost` and `user@localhost/abc` themselves), and the proxy is `proxy.localhost`.
@@ -57,8 +58,7 @@ def test_readme_flow_four_stanzas(env: ProxyEnv) -> None:
     from 'proxy.localhost' with its own id. A strict client (slixmpp's Iq.send, which matches
     replies on from and id) accepts the reply too."""
     for name in ("svc", "user"):
-        if not (env.prosody.data_dir / "localhost" / "accounts" / f"{name}.dat").exists():
-            env.prosody.register(name, "localhost", PASSWORD)
+        env.server.register(name, "localhost", PASSWORD)  # made, or its password set again
     env.target = "svc@localhost"
 
     async def main() -> None:
@@ -401,8 +401,8 @@ def test_proxy_restart_with_target_online(env: ProxyEnv) -> None:
     env.run(main)
 
 
-def test_prosody_restarted_under_proxy(env: ProxyEnv) -> None:
-    """Prosody restarts under a running daemon: the daemon notices (connection.lost), connects
+def test_server_restarted_under_proxy(env: ProxyEnv) -> None:
+    """The server restarts under a running daemon: the daemon notices (connection.lost), connects
     again by itself (connection.up), resyncs the target's resources once they log in again, and
     serves requests."""
 
@@ -414,7 +414,7 @@ def test_prosody_restarted_under_proxy(env: ProxyEnv) -> None:
         await user.reply(rid, PROMPT)
 
         mark = daemon.mark()
-        await asyncio.to_thread(env.prosody.restart)
+        await asyncio.to_thread(env.server.restart)
         await daemon.wait_log("connection.lost", since=mark, timeout=15)
         await daemon.wait_log("connection.up", since=mark, timeout=40)
 
@@ -430,17 +430,17 @@ def test_prosody_restarted_under_proxy(env: ProxyEnv) -> None:
     env.run(main, timeout=90)
 
 
-def test_daemon_started_before_prosody(env: ProxyEnv) -> None:
-    """The daemon starts while Prosody is down: it keeps trying (does not exit), connects once
-    Prosody is up, and serves."""
+def test_daemon_started_before_server(env: ProxyEnv) -> None:
+    """The daemon starts while the server is down: it keeps trying (does not exit), connects once
+    the server is up, and serves."""
 
     async def main() -> None:
-        await asyncio.to_thread(env.prosody.stop)
+        await asyncio.to_thread(env.server.stop)
         daemon = env.start_daemon()
         await asyncio.sleep(2.0)
         assert daemon.process.poll() is None, daemon.tail()
         assert daemon.matching("connection.up") == []
-        await asyncio.to_thread(env.prosody.start)
+        await asyncio.to_thread(env.server.start)
         await daemon.wait_log("connection.up", timeout=40)
         await env.online(daemon, "alpha")
         user = await env.requester()
@@ -758,7 +758,7 @@ def test_example_implementing_client(env: ProxyEnv) -> None:
                 "--proxy",
                 PROXY_DOMAIN,
                 "--server",
-                f"127.0.0.1:{env.prosody.c2s_port}",
+                f"127.0.0.1:{env.server.c2s_port}",
                 "--plaintext",
             ],
             env={**os.environ, "SERVICE_PASSWORD": PASSWORD},

@@ -2,7 +2,8 @@
 records every IQ it gets back, and a target resource that approves the proxy's subscription and
 answers (or holds, or refuses) what the proxy forwards to it.
 
-Both talk plaintext to the throwaway Prosody on loopback; every wait here has a timeout.
+Both talk plaintext to the throwaway server (Prosody or ejabberd) on loopback; every wait here
+has a timeout.
 """
 
 from __future__ import annotations
