@@ -372,7 +372,9 @@ def test_burst_of_requests_all_answered_once(env: ProxyEnv) -> None:
 def test_proxy_restart_with_target_online(env: ProxyEnv) -> None:
     """The daemon is stopped and started again while the target stays online: the resync brings
     the resources back without the target doing anything, and a request sent the moment the new
-    daemon is up is served (a result within ~2 s, not service-unavailable)."""
+    daemon is up is served (a result within ~2 s, not service-unavailable). On Prosody the
+    repeated subscribe alone brings the resources' presence; on ejabberd it gets `subscribed`
+    only, so this passes there only because the proxy probes once it sees `subscribed`."""
 
     async def main() -> None:
         first = await env.ready_daemon()
@@ -397,6 +399,45 @@ def test_proxy_restart_with_target_online(env: ProxyEnv) -> None:
         for name in ("alpha", "bravo"):
             await env.wait_resource(second, "resource.online", name)
         assert len(a.approved) == approvals  # no new approval was needed
+
+    env.run(main)
+
+
+#: What the server itself answers a request to the proxy's domain while no proxy is connected
+#: (DESIGN.md, "Server facts"): Prosody says the component is not connected; ejabberd, with s2s
+#: off, tries to route the domain as a remote server and refuses.
+BOUNCE_WITHOUT_PROXY = {
+    "prosody": ("remote-server-timeout", "wait"),
+    "ejabberd": ("forbidden", "auth"),
+}
+
+
+def test_request_while_no_proxy_is_connected(env: ProxyEnv) -> None:
+    """Before any daemon has connected, and again once the daemon has stopped, a request to the
+    proxy is answered by the server itself, at once, from the proxy's address, with the
+    requester's id: remote-server-timeout (wait) on Prosody, forbidden (auth) on ejabberd. With a
+    daemon connected in between, the same requester is served."""
+
+    async def main() -> None:
+        user = await env.requester()
+        me = str(user.boundjid)
+        condition, etype = BOUNCE_WITHOUT_PROXY[env.server_kind]
+        before = user.request(PROXY_DOMAIN)
+        reply = await user.reply(before, PROMPT)
+        assert_error(reply, to=me, from_=PROXY_DOMAIN, id=before, condition=condition, etype=etype)
+
+        daemon = await env.ready_daemon()
+        await env.online(daemon, "alpha")
+        served = user.request(PROXY_DOMAIN)
+        assert (await user.reply(served, PROMPT)).type == "result"
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait_exit(15) == 0
+
+        after = user.request(PROXY_DOMAIN)
+        reply = await user.reply(after, PROMPT)
+        assert_error(reply, to=me, from_=PROXY_DOMAIN, id=after, condition=condition, etype=etype)
+        await asyncio.sleep(0.3)
+        assert user.unsolicited() == [], user.unsolicited()
 
     env.run(main)
 
