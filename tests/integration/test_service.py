@@ -1,7 +1,7 @@
-"""Running client-proxy as a service, against the session's real Prosody: metrics and health over
-HTTP, the sd_notify messages on a real datagram socket, SIGHUP reloads (policy at once, a
-reconnect for a new server or secret, bad files and a new target refused, a storm of them
-survived), exit 78 when the first handshake is refused, and JSON log lines."""
+"""Running client-proxy as a service, against the session's real servers (Prosody and ejabberd):
+metrics and health over HTTP, the sd_notify messages on a real datagram socket, SIGHUP reloads
+(policy at once, a reconnect for a new server or secret, bad files and a new target refused, a
+storm of them survived), exit 78 when the first handshake is refused, and JSON log lines."""
 
 from __future__ import annotations
 
