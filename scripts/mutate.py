@@ -942,9 +942,12 @@ def _editable_paths(root: Path) -> list[str]:
     return inside
 
 
-def make_copy(root: Path, into: Path, import_name: str, editable: list[str]) -> dict[str, str]:
+def make_copy(
+    root: Path, into: Path, target: str, import_name: str, editable: list[str]
+) -> dict[str, str]:
     """Copies what git tracks (and untracked files it does not ignore) to ``into``, symlinks as
-    symlinks, and returns the environment under which ``import_name`` resolves into the copy."""
+    symlinks, and returns the environment under which ``import_name`` (the target's package)
+    resolves into the copy: PYTHONPATH holds the copy's directories from which it does."""
     listed = _git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
     for rel in sorted(set(filter(None, listed.split("\0")))):
         source, dest = root / rel, into / rel
@@ -955,7 +958,14 @@ def make_copy(root: Path, into: Path, import_name: str, editable: list[str]) -> 
             os.symlink(os.readlink(source), dest)
         elif source.is_file():
             shutil.copy2(source, dest)
-    pythonpath = [str(into / rel) for rel in editable]
+    package = Path(*import_name.split("."))
+    candidates = [into / rel for rel in editable] + [into]
+    candidates += sorted(p for p in into.iterdir() if p.is_dir() and not p.is_symlink())
+    pythonpath = list(
+        dict.fromkeys(
+            str(c) for c in candidates if (c / package).resolve() == (into / target).resolve()
+        )
+    )
     if os.environ.get("PYTHONPATH"):
         pythonpath.append(os.environ["PYTHONPATH"])
     env = test_env({"PYTHONPATH": os.pathsep.join(pythonpath)})
@@ -1280,7 +1290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             editable = _editable_paths(ROOT)
             for n in range(args.jobs):
                 into = scratch / f"tree{n}"
-                env = make_copy(ROOT, into, args.import_name, editable)
+                env = make_copy(ROOT, into, args.target, args.import_name, editable)
                 copied = {f: (into / f).read_bytes() for f in originals}
                 trees.append(Tree(into, env, copied))
         workers = [
