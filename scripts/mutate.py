@@ -67,7 +67,7 @@ DEFAULT_SUITES = ("tests/property", "tests/unit")
 DEFAULT_IMPORT_NAME = "client_proxy.core"
 CACHE_DIR = ".mutate-cache"
 PRAGMA = "pragma: no mutate"
-MAP_FORMAT = 1  # of the cached coverage map: bump it when build_coverage_map changes
+MAP_FORMAT = 2  # of the cached coverage map: bump it when build_coverage_map changes
 
 #: Each operator, in the order the mutants of one node are listed.
 OPERATORS = ("compare", "boolop", "binop", "not", "bool", "number", "string", "return", "delete")
@@ -635,7 +635,13 @@ def test_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def build_coverage_map(
-    root: Path, target: str, suites: Sequence[str], timeout: float, use_cache: bool = True
+    root: Path,
+    target: str,
+    suites: Sequence[str],
+    timeout: float,
+    import_name: str,
+    *,
+    use_cache: bool = True,
 ) -> CoverageMap:
     """Runs the suites once under coverage, with one context per test, and maps each line of
     the target to the tests that ran it. Python subprocesses started by a test are measured as
@@ -664,6 +670,7 @@ def build_coverage_map(
             {
                 "MUTATE_RECORD": str(record),
                 "MUTATE_CHILD_RC": str(work / "sub.rc"),
+                "MUTATE_IMPORT": import_name,
                 "PYTHONPATH": os.pathsep.join(
                     filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")])
                 ),
@@ -718,7 +725,7 @@ def build_coverage_map(
                 for line, contexts in data.contexts_by_lineno(measured).items():
                     hits = per_line.setdefault(line, set())
                     for context in contexts:
-                        hits.add(_context_test(context, index, tests, seconds))
+                        hits.update(_context_tests(context, index, tests, seconds))
     mapped = CoverageMap(
         tests,
         seconds,
@@ -730,19 +737,22 @@ def build_coverage_map(
     return mapped
 
 
-def _context_test(
+def _context_tests(
     context: str, index: dict[str, int], tests: list[str], seconds: list[float]
-) -> int:
-    """A coverage context as a test index: "" (import, collection) is IMPORT; pytest-cov's
-    "nodeid|run" (or |setup, |teardown) and the subprocesses' "nodeid|subprocess" are nodeid."""
+) -> list[int]:
+    """A coverage context as test indices: "" (the core's import) is IMPORT; pytest-cov's
+    "nodeid|run" (or |setup, |teardown) and the subprocesses' "nodeid|subprocess" are that
+    test; "module|collect" (scripts/mutate_plugin.py) is every test of the module."""
     if not context:
-        return CoverageMap.IMPORT
-    nodeid = context.rsplit("|", 1)[0]
+        return [CoverageMap.IMPORT]
+    nodeid, _, phase = context.rpartition("|")
+    if phase == "collect":
+        return [i for i, t in enumerate(tests) if t.startswith(f"{nodeid}::")]
     if nodeid not in index:
         index[nodeid] = len(tests)
         tests.append(nodeid)
         seconds.append(0.0)
-    return index[nodeid]
+    return [index[nodeid]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -859,7 +869,10 @@ class Runner:
         started = time.monotonic()
         with mutant_in_place(tree.root / mutant.file, data):
             code, out = self._pytest(tree, tests or self.suites, self._budget(tests))
-            if code in (4, 5) and tests is not None:
+            if code == 4 and "found no collectors for" in out:
+                # A test module the node ids name failed to import: the mutant broke it.
+                code = 2
+            elif code in (4, 5) and tests is not None:
                 # Node ids pytest could not find (renamed tests?): fall back to the suites.
                 tests = None
                 code, out = self._pytest(tree, self.suites, self._budget(None))
@@ -1233,7 +1246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     coverage = None
     if not args.no_select:
         coverage = build_coverage_map(
-            ROOT, args.target, suites, max(args.timeout, 600.0), not args.fresh_coverage
+            ROOT,
+            args.target,
+            suites,
+            max(args.timeout, 600.0),
+            args.import_name,
+            use_cache=not args.fresh_coverage,
         )
         covered = sum(len(v) for v in coverage.lines.values())
         print(
@@ -1260,29 +1278,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_lock = threading.Lock()
     done_count = [0]
 
-    def work(tree: Tree) -> None:
-        while not runner.stop.is_set():
-            try:
-                index, mutant = pending.get_nowait()
-            except queue.Empty:
-                return
-            result = runner.run(tree, mutant, index)
-            with print_lock:
-                results.append(result)
-                done_count[0] += 1
-                ran = "all" if result.tests_run is None else str(result.tests_run)
-                print(
-                    f"[{done_count[0]:{len(str(total))}d}/{total}] {result.status:9s} "
-                    f"{result.seconds:6.1f}s {ran:>4s} tests  {mutant.describe(60)}",
-                    flush=True,
-                )
+    def work(tree: Tree, finished: threading.Event) -> None:
+        try:
+            while not runner.stop.is_set():
+                try:
+                    index, mutant = pending.get_nowait()
+                except queue.Empty:
+                    return
+                run_one(tree, index, mutant)
+        finally:
+            finished.set()
+
+    def run_one(tree: Tree, index: int, mutant: Mutant) -> None:
+        result = runner.run(tree, mutant, index)
+        if result.note == "interrupted":
+            return
+        with print_lock:
+            results.append(result)
+            done_count[0] += 1
+            ran = "all" if result.tests_run is None else str(result.tests_run)
+            print(
+                f"[{done_count[0]:{len(str(total))}d}/{total}] {result.status:9s} "
+                f"{result.seconds:6.1f}s {ran:>4s} tests  {mutant.describe(60)}",
+                flush=True,
+            )
 
     def on_signal(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_signal)
     interrupted = False
-    workers: list[threading.Thread] = []
+    finished: list[threading.Event] = []
     try:
         if scratch is None:
             trees = [Tree(ROOT, test_env(), originals)]
@@ -1293,23 +1319,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 env = make_copy(ROOT, into, args.target, args.import_name, editable)
                 copied = {f: (into / f).read_bytes() for f in originals}
                 trees.append(Tree(into, env, copied))
-        workers = [
-            threading.Thread(target=work, args=(t,), name=f"mutate-{n}")
-            for n, t in enumerate(trees)
-        ]
-        for w in workers:
-            w.start()
-        while any(w.is_alive() for w in workers):
-            for w in workers:
-                w.join(timeout=0.2)
+        # Waited for through events: a join that Ctrl-C interrupts can report a live thread as
+        # finished (Python 3.11), and the files must not be checked before the workers are done.
+        finished += [threading.Event() for _ in trees]
+        for n, tree in enumerate(trees):
+            threading.Thread(target=work, args=(tree, finished[n]), name=f"mutate-{n}").start()
+        while not all(f.is_set() for f in finished):
+            for f in finished:
+                f.wait(timeout=0.2)
     except KeyboardInterrupt:
         interrupted = True
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("\nmutate: interrupted; stopping the tests and restoring the files ...", flush=True)
         runner.kill_all()
-        for w in workers:
-            w.join()
+        for f in finished:
+            f.wait()
     finally:
         for tree in trees:  # belt and braces: every file as it was
             for rel, data in tree.originals.items():

@@ -1,10 +1,15 @@
 """The pytest plugin behind the coverage run of ``scripts/mutate.py`` (loaded with ``-p``).
 
-It does two things that pytest-cov does not:
+It does three things that pytest-cov does not:
 
 - names the running test in ``MUTATE_TEST_CONTEXT`` and points ``COVERAGE_PROCESS_START`` at a
   coverage config whose static context is that variable, so that a Python subprocess a test
   starts records the lines it runs under that test's node id too;
+- measures the collection of each test module under the context ``<module>|collect``, having
+  imported the target package (``MUTATE_IMPORT``) beforehand, outside any context: a line
+  that runs while a test module is imported or parametrized (a config built at module level)
+  then points at that module's tests, and only code that runs when the core itself is
+  imported is left with the empty context (every test depends on it);
 - writes each test's node id, outcome and duration to the JSON file ``MUTATE_RECORD`` names:
   the mutant runs put the quickest covering test first.
 
@@ -13,11 +18,13 @@ Nothing happens unless ``MUTATE_RECORD`` is set, so the plugin is inert anywhere
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Generator
 from pathlib import Path
 
+import coverage
 import pytest
 
 _order: list[str] = []
@@ -30,6 +37,22 @@ def pytest_configure(config: pytest.Config) -> None:
     if child_rc and os.environ.get("MUTATE_RECORD"):
         # Read by the .pth file coverage installs, in every Python started from here on.
         os.environ["COVERAGE_PROCESS_START"] = child_rc
+    target = os.environ.get("MUTATE_IMPORT")
+    if target and os.environ.get("MUTATE_RECORD"):
+        importlib.import_module(target)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, object, object]:
+    module = collector.getparent(pytest.Module)
+    measured = coverage.Coverage.current() if os.environ.get("MUTATE_RECORD") else None
+    if module is None or measured is None:
+        return (yield)
+    measured.switch_context(f"{module.nodeid}|collect")
+    try:
+        return (yield)
+    finally:
+        measured.switch_context("")
 
 
 @pytest.hookimpl(wrapper=True)

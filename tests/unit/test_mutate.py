@@ -250,3 +250,18 @@ def test_a_survivor_prints_as_file_line_original_and_mutated() -> None:
     m = next(m for m in mutate.mutants_of_source("src/core/m.py", source) if m.mutated == "x <= 1")
     assert m.describe() == "src/core/m.py:2: x < 1 -> x <= 1"
     assert ast.parse(m.mutated, mode="eval")
+
+
+def test_coverage_contexts_name_tests_modules_or_the_import() -> None:
+    tests = ["tests/a.py::t1", "tests/a.py::t2[x|y]", "tests/b.py::t3"]
+    index = {t: i for i, t in enumerate(tests)}
+    seconds = [0.0, 0.0, 0.0]
+
+    def read(context: str) -> list[int]:
+        return mutate._context_tests(context, index, tests, seconds)
+
+    assert read("") == [mutate.CoverageMap.IMPORT]
+    assert read("tests/a.py::t2[x|y]|run") == [1]
+    assert read("tests/b.py::t3|subprocess") == [2]
+    assert read("tests/a.py|collect") == [0, 1]
+    assert read("tests/c.py::t4|setup") == [3] and tests[3] == "tests/c.py::t4"
