@@ -733,6 +733,8 @@ def build_coverage_map(
         run_seconds=elapsed,
     )
     cache.parent.mkdir(exist_ok=True)
+    for old in cache.parent.glob("coverage-*.json"):
+        old.unlink()  # maps of sources that are gone
     cache.write_text(json.dumps(mapped.to_json()), encoding="utf-8")
     return mapped
 
@@ -1200,8 +1202,53 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(root: Path, target: str, in_place: bool) -> Iterator[None]:
+    """While a run rewrites the target in place, no other run may start: neither another in
+    place, nor one that would copy the tree with a mutant in it. A lock left by a run killed
+    outright is dropped if git says the target is clean, and refused otherwise."""
+    lock = root / CACHE_DIR / "in-place.pid"
+    if lock.exists():
+        text = lock.read_text(encoding="utf-8").strip()
+        pid = int(text) if text.isdigit() else 0
+        if pid and _alive(pid) and pid != os.getpid():
+            raise SystemExit(f"mutate: run {pid} is rewriting {target} in place; wait for it")
+        if _git(root, "status", "--porcelain", "--", target).strip():
+            raise SystemExit(
+                f"mutate: run {pid} was killed while rewriting {target} in place, and {target} "
+                f"has changes: see `git diff -- {target}` (`git checkout -- {target}` undoes "
+                f"a leftover mutant), then delete {lock.relative_to(root)}"
+            )
+        lock.unlink()
+    if not in_place:
+        yield
+        return
+    lock.parent.mkdir(exist_ok=True)
+    lock.write_text(str(os.getpid()), encoding="utf-8")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    in_place = not (args.copy or args.jobs > 1 or args.list)
+    with run_lock(ROOT, args.target, in_place):
+        return _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     started = time.monotonic()
     suites: list[str] = args.suite or list(DEFAULT_SUITES)
     operators = [op for op in OPERATORS if op in args.operators.split(",")]
