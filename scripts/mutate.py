@@ -792,7 +792,7 @@ class Runner:
         self,
         suites: Sequence[str],
         coverage: CoverageMap | None,
-        timeout: float,
+        timeout: float | None,
         hard_timeout: float | None,
     ) -> None:
         self.suites = list(suites)
@@ -810,17 +810,24 @@ class Runner:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
 
-    def _budget(self, tests: list[str] | None) -> float:
-        if self.hard_timeout is not None:
-            return self.hard_timeout
-        if self.coverage is None or tests is None:
-            known = sum(self.coverage.seconds) if self.coverage else 600.0
+    def _limits(self, tests: list[str] | None) -> tuple[float, float]:
+        """The time-outs of one test and of the whole run. By default 10 s + 3x the slowest
+        test's time in the coverage run, and 60 s + 3x their total: coverage itself makes a
+        run about twice as slow, so a test is stopped at about 6x its usual time."""
+        if self.coverage is None:
+            known = [90.0] if tests is None else [90.0] * len(tests)  # no times without the map
         else:
             where = {t: i for i, t in enumerate(self.coverage.tests)}
-            known = sum(self.coverage.seconds[where[t]] for t in tests if t in where)
-        return 30.0 + 2.0 * known
+            chosen = self.coverage.tests if tests is None else tests
+            known = [self.coverage.seconds[where[t]] for t in chosen if t in where] or [0.0]
+        per_test = self.timeout if self.timeout is not None else 10.0 + 3.0 * max(known)
+        whole = self.hard_timeout if self.hard_timeout is not None else 60.0 + 3.0 * sum(known)
+        return per_test, max(whole, per_test)
 
-    def _pytest(self, tree: Tree, args: list[str], budget: float) -> tuple[int | None, str]:
+    def _pytest(
+        self, tree: Tree, args: list[str], tests: list[str] | None
+    ) -> tuple[int | None, str]:
+        per_test, budget = self._limits(tests)
         command = [
             sys.executable,
             "-m",
@@ -829,7 +836,7 @@ class Runner:
             "-v",  # names each test as it starts: the one a time-out stopped is the last named
             "-p",
             "no:cacheprovider",
-            f"--timeout={self.timeout}",
+            f"--timeout={per_test:.0f}",
             # The thread method ends the process on a time-out; the signal method raises in the
             # test, and Hypothesis would then shrink that "failure", slowly.
             "--timeout-method=thread",
@@ -870,14 +877,14 @@ class Runner:
             return Result(mutant, index, "uncovered", tests_run=0, note="no test runs this line")
         started = time.monotonic()
         with mutant_in_place(tree.root / mutant.file, data):
-            code, out = self._pytest(tree, tests or self.suites, self._budget(tests))
+            code, out = self._pytest(tree, tests or self.suites, tests)
             if code == 4 and "found no collectors for" in out:
                 # A test module the node ids name failed to import: the mutant broke it.
                 code = 2
             elif code in (4, 5) and tests is not None:
                 # Node ids pytest could not find (renamed tests?): fall back to the suites.
                 tests = None
-                code, out = self._pytest(tree, self.suites, self._budget(None))
+                code, out = self._pytest(tree, self.suites, None)
         seconds = time.monotonic() - started
         count = None if tests is None else len(tests)
         if self.stop.is_set():
@@ -1022,12 +1029,6 @@ def wilson(killed: int, total: int, z: float = 1.959963984540054) -> tuple[float
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-@dataclasses.dataclass(frozen=True)
-class Equivalent:
-    key: Key
-    reason: str
-
-
 def load_equivalents(path: Path) -> dict[Key, str]:
     """Reads a TOML file of ``[[equivalent]]`` tables: ``file``, ``scope``, ``original``,
     ``mutated`` (as printed for a survivor and in the report), ``reason``, and ``occurrence``
@@ -1163,13 +1164,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="workers, each in a copy of the tree")
     parser.add_argument("--copy", action="store_true", help="work in a copy even with one job")
     parser.add_argument(
-        "--timeout", type=float, default=30.0, help="per test, via pytest-timeout (default 30 s)"
+        "--timeout",
+        type=float,
+        help="per test, via pytest-timeout (default 10 s + 3x the slowest selected test's time "
+        "in the coverage run, itself about twice its usual time)",
     )
     parser.add_argument(
         "--hard-timeout",
         type=float,
-        help="per mutant, for the whole pytest run (default 30 s + twice the time the tests "
-        "selected took in the coverage run, itself about twice their time without coverage)",
+        help="per mutant, for the whole pytest run (default 60 s + 3x the selected tests' time "
+        "in the coverage run)",
     )
     parser.add_argument(
         "--no-select",
@@ -1296,7 +1300,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             ROOT,
             args.target,
             suites,
-            max(args.timeout, 600.0),
+            max(args.timeout or 0.0, 600.0),
             args.import_name,
             use_cache=not args.fresh_coverage,
         )
