@@ -794,9 +794,12 @@ class Runner:
         coverage: CoverageMap | None,
         timeout: float | None,
         hard_timeout: float | None,
+        *,
+        select: bool = True,
     ) -> None:
         self.suites = list(suites)
         self.coverage = coverage
+        self.select = select
         self.timeout = timeout
         self.hard_timeout = hard_timeout
         self.stop = threading.Event()
@@ -872,7 +875,7 @@ class Runner:
             data = mutated_source(tree.originals[mutant.file], mutant)
         except MutationError as error:
             return Result(mutant, index, "invalid", note=str(error))
-        tests = None if self.coverage is None else self.coverage.select(mutant)
+        tests = self.coverage.select(mutant) if self.select and self.coverage else None
         if tests == []:
             return Result(mutant, index, "uncovered", tests_run=0, note="no test runs this line")
         started = time.monotonic()
@@ -1178,7 +1181,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-select",
         action="store_true",
-        help="run the whole suites on every mutant, not just the tests that reach its line",
+        help="run the whole suites on every mutant, not just the tests that reach its line "
+        "(to measure what the selection saves)",
     )
     parser.add_argument("--fresh-coverage", action="store_true", help="ignore the cached map")
     parser.add_argument("--only", action="append", default=[], help="glob on the file paths")
@@ -1294,22 +1298,21 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     for cache in (ROOT / args.target).rglob("__pycache__"):
         shutil.rmtree(cache, ignore_errors=True)
 
-    coverage = None
-    if not args.no_select:
-        coverage = build_coverage_map(
-            ROOT,
-            args.target,
-            suites,
-            max(args.timeout or 0.0, 600.0),
-            args.import_name,
-            use_cache=not args.fresh_coverage,
-        )
-        covered = sum(len(v) for v in coverage.lines.values())
-        print(
-            f"coverage: {len(coverage.tests)} tests; {covered} lines run in "
-            f"{len(coverage.lines)} files "
-            + ("(cached)" if coverage.cached else f"in {coverage.run_seconds:.1f} s")
-        )
+    # Built with --no-select too: the tests' times set the time-outs either way.
+    coverage = build_coverage_map(
+        ROOT,
+        args.target,
+        suites,
+        max(args.timeout or 0.0, 600.0),
+        args.import_name,
+        use_cache=not args.fresh_coverage,
+    )
+    covered = sum(len(v) for v in coverage.lines.values())
+    print(
+        f"coverage: {len(coverage.tests)} tests; {covered} lines run in "
+        f"{len(coverage.lines)} files "
+        + ("(cached)" if coverage.cached else f"in {coverage.run_seconds:.1f} s")
+    )
 
     results: list[Result] = []
     pending: queue.Queue[tuple[int, Mutant]] = queue.Queue()
@@ -1323,7 +1326,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     originals = {
         p.relative_to(ROOT).as_posix(): p.read_bytes() for p in target_files(ROOT, args.target)
     }
-    runner = Runner(suites, coverage, args.timeout, args.hard_timeout)
+    runner = Runner(suites, coverage, args.timeout, args.hard_timeout, select=not args.no_select)
     scratch = Path(tempfile.mkdtemp(prefix="mutate-trees-")) if copies else None
     trees: list[Tree] = []
     print_lock = threading.Lock()
@@ -1422,9 +1425,9 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             "sample": None if args.all else args.sample,
             "mutants_total": len(everything),
             "mutants_chosen": len(chosen),
-            "selection": "all tests" if coverage is None else "coverage",
-            "coverage_run_seconds": coverage.run_seconds if coverage else None,
-            "coverage_cached": coverage.cached if coverage else None,
+            "selection": "all tests" if args.no_select else "coverage",
+            "coverage_run_seconds": coverage.run_seconds,
+            "coverage_cached": coverage.cached,
             "jobs": len(trees),
             "interrupted": interrupted,
             "wall_seconds": round(wall, 1),
