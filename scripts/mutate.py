@@ -745,9 +745,9 @@ def _context_tests(
     """A coverage context as test indices: "" (the core's import) is IMPORT; pytest-cov's
     "nodeid|run" (or |setup, |teardown) and the subprocesses' "nodeid|subprocess" are that
     test; "module|collect" (scripts/mutate_plugin.py) is every test of the module."""
-    if not context:
-        return [CoverageMap.IMPORT]
     nodeid, _, phase = context.rpartition("|")
+    if not nodeid:  # the core's import, or a subprocess started outside any test
+        return [CoverageMap.IMPORT]
     if phase == "collect":
         return [i for i, t in enumerate(tests) if t.startswith(f"{nodeid}::")]
     if nodeid not in index:

@@ -261,6 +261,7 @@ def test_coverage_contexts_name_tests_modules_or_the_import() -> None:
         return mutate._context_tests(context, index, tests, seconds)
 
     assert read("") == [mutate.CoverageMap.IMPORT]
+    assert read("|subprocess") == [mutate.CoverageMap.IMPORT]
     assert read("tests/a.py::t2[x|y]|run") == [1]
     assert read("tests/b.py::t3|subprocess") == [2]
     assert read("tests/a.py|collect") == [0, 1]
