@@ -67,7 +67,7 @@ DEFAULT_SUITES = ("tests/property", "tests/unit")
 DEFAULT_IMPORT_NAME = "client_proxy.core"
 CACHE_DIR = ".mutate-cache"
 PRAGMA = "pragma: no mutate"
-MAP_FORMAT = 2  # of the cached coverage map: bump it when build_coverage_map changes
+MAP_FORMAT = 3  # of the cached coverage map: bump it when build_coverage_map changes
 
 #: Each operator, in the order the mutants of one node are listed.
 OPERATORS = ("compare", "boolop", "binop", "not", "bool", "number", "string", "return", "delete")
@@ -621,14 +621,16 @@ def _fingerprint(root: Path, suites: Sequence[str], target: str) -> str:
 
 
 def test_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of every test run: the CI Hypothesis profile (derandomized), no bytecode
-    written, and no coverage or profile settings leaking in from the caller."""
+    """The environment of every test run: the CI Hypothesis profile (derandomized), one hash
+    seed (so that set and dict order of strings is the same in every run of a mutant), no
+    bytecode written, and no coverage or profile settings leaking in from the caller."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("COVERAGE_", "COV_CORE_", "MUTATE_")) and k != "HYPOTHESIS_PROFILE"
     }
     env["CI"] = "true"
+    env["PYTHONHASHSEED"] = "0"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra or {})
     return env
