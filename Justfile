@@ -27,12 +27,23 @@ test-long: setup
 
 # ruff on everything.
 lint: setup
-    ruff check src tests benchmarks examples hatch_build.py
-    ruff format --check src tests benchmarks examples hatch_build.py
+    ruff check src tests benchmarks examples scripts hatch_build.py
+    ruff format --check src tests benchmarks examples scripts hatch_build.py
 
-# mypy --strict on the core, the simulation and the conformance kit.
+# mypy --strict on the core, the simulation and the conformance kit; and on the mutation tester.
 typecheck: setup
     mypy
+    mypy scripts/mutate.py scripts/mutate_plugin.py
+
+# Mutation testing of src/core (docs/mutation-testing.md): a sample of 300 mutants, seed 1.
+# ARGS go to scripts/mutate.py and win over these: `just mutate --all --jobs 2`, `--list`.
+mutate *ARGS: setup
+    python scripts/mutate.py --seed 1 --sample 300 --equivalent docs/mutation-equivalents.toml \
+        --report .mutate-cache/report.json {{ARGS}}
+
+# Five mutants end to end (the first run also builds the coverage map: about two minutes).
+mutate-smoke *ARGS: setup
+    python scripts/mutate.py --seed 1 --sample 5 --report .mutate-cache/smoke.json {{ARGS}}
 
 # Requests per second and bytes per outstanding request through the core alone.
 bench-core: setup
