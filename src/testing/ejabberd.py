@@ -34,7 +34,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -43,7 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from client_proxy.testing.prosody import free_port
+from client_proxy.testing.prosody import free_port, log_tail, port_open, quoted
 
 __all__ = ["Ejabberd", "EjabberdError", "ejabberd_available", "ejabberdctl_path"]
 
@@ -69,20 +68,6 @@ def ejabberdctl_path() -> str | None:
 def ejabberd_available() -> bool:
     """True if `ejabberdctl` and the Erlang runtime it starts (`erl`) are installed."""
     return ejabberdctl_path() is not None and shutil.which("erl") is not None
-
-
-def _yaml(value: str) -> str:
-    """A YAML double-quoted scalar for `value`."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _alive(pid: int) -> bool:
@@ -152,7 +137,7 @@ class Ejabberd:
         """The generated ejabberd.yml."""
         lines = [
             "# Generated for client-proxy's tests: plaintext, loopback only, no s2s.",
-            f"hosts: [{_yaml(self.host)}]",
+            f"hosts: [{quoted(self.host)}]",
             f"loglevel: {self.log_level}",
             "log_rotate_count: 0",
             "certfiles: []",
@@ -172,7 +157,7 @@ class Ejabberd:
             "    hosts:",
         ]
         for domain, secret in self.components.items():
-            lines += [f"      {_yaml(domain)}:", f"        password: {_yaml(secret)}"]
+            lines += [f"      {quoted(domain)}:", f"        password: {quoted(secret)}"]
         if not self.components:
             lines[-1] = "    hosts: {}"
         lines += [
@@ -345,7 +330,7 @@ class Ejabberd:
             if self.vm_pid is None:
                 self.vm_pid = self._read_pid()
             if self.vm_pid is not None and all(
-                _port_open(port) for port in (self.c2s_port, self.component_port, self.api_port)
+                port_open(port) for port in (self.c2s_port, self.component_port, self.api_port)
             ):
                 return
             time.sleep(0.05)
@@ -399,13 +384,7 @@ class Ejabberd:
 
     def log_tail(self, lines: int = 60) -> str:
         """The last lines of ejabberd's logs and console output, for failure reports."""
-        parts = []
-        for path in (self.log_path, self.error_log_path, self.console_path):
-            if path.exists():
-                text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-                parts.append(f"--- {path} (last {lines} lines) ---")
-                parts.extend(text[-lines:])
-        return "\n".join(parts)
+        return log_tail((self.log_path, self.error_log_path, self.console_path), lines)
 
     def __enter__(self) -> Ejabberd:
         self.start()

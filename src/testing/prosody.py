@@ -46,18 +46,31 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _lua(value: str) -> str:
-    """A Lua string literal for `value`."""
+def quoted(value: str) -> str:
+    """A double-quoted string literal for `value`, as Lua and YAML both read it (backslash,
+    double quote and newline escaped)."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
+    """True if something accepts TCP connections on `port` of 127.0.0.1."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
     except OSError:
         return False
+
+
+def log_tail(paths: tuple[Path, ...], lines: int = 60) -> str:
+    """The last `lines` lines of each of `paths` that exists, for failure reports."""
+    parts = []
+    for path in paths:
+        if path.exists():
+            text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            parts.append(f"--- {path} (last {lines} lines) ---")
+            parts.extend(text[-lines:])
+    return "\n".join(parts)
 
 
 class Prosody:
@@ -104,9 +117,9 @@ class Prosody:
         lines = [
             "-- Generated for client-proxy's tests: plaintext, loopback only, no s2s.",
             "run_as_root = true",
-            f"data_path = {_lua(str(self.data_dir))}",
-            f"pidfile = {_lua(str(self.pid_path))}",
-            f"certificates = {_lua(str(self.certs_dir))}",
+            f"data_path = {quoted(str(self.data_dir))}",
+            f"pidfile = {quoted(str(self.pid_path))}",
+            f"certificates = {quoted(str(self.certs_dir))}",
             "plugin_paths = { }",
             'modules_enabled = { "roster"; "saslauth"; "disco"; "ping"; "posix"; }',
             'modules_disabled = { "s2s"; }',
@@ -118,13 +131,13 @@ class Prosody:
             f"component_ports = {{ {self.component_port} }}",
             'component_interfaces = { "127.0.0.1" }',
             "s2s_ports = { }",
-            f"log = {{ {self.log_level} = {_lua(str(self.log_path))} }}",
+            f"log = {{ {self.log_level} = {quoted(str(self.log_path))} }}",
             "",
-            f"VirtualHost {_lua(self.host)}",
+            f"VirtualHost {quoted(self.host)}",
             "",
         ]
         for domain, secret in self.components.items():
-            lines += [f"Component {_lua(domain)}", f"    component_secret = {_lua(secret)}", ""]
+            lines += [f"Component {quoted(domain)}", f"    component_secret = {quoted(secret)}", ""]
         return "\n".join(lines)
 
     # -- accounts ----------------------------------------------------------------------------------
@@ -173,7 +186,7 @@ class Prosody:
                 raise ProsodyError(
                     f"prosody exited {self.process.returncode} while starting\n{self.log_tail()}"
                 )
-            if _port_open(self.c2s_port) and _port_open(self.component_port):
+            if port_open(self.c2s_port) and port_open(self.component_port):
                 return
             time.sleep(0.05)
         self.stop()
@@ -206,13 +219,7 @@ class Prosody:
 
     def log_tail(self, lines: int = 60) -> str:
         """The last lines of Prosody's log and console output, for failure reports."""
-        parts = []
-        for path in (self.log_path, self.console_path):
-            if path.exists():
-                text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-                parts.append(f"--- {path} (last {lines} lines) ---")
-                parts.extend(text[-lines:])
-        return "\n".join(parts)
+        return log_tail((self.log_path, self.console_path), lines)
 
     def __enter__(self) -> Prosody:
         self.start()
