@@ -37,6 +37,7 @@ from client_proxy.shell.codec import from_element, to_text
 from client_proxy.shell.config import parse_settings
 from client_proxy.shell.daemon import Daemon
 from client_proxy.testing.component_server import ComponentServer
+from client_proxy.testing.fake_stream import FakeTransport, feed
 from client_proxy.testing.wire_stanzas import (
     COMPONENT_NS,
     RoutedStanza,
@@ -129,47 +130,6 @@ def test_the_codec_reads_and_writes_every_routed_stanza(routed: RoutedStanza) ->
 # -- the daemon's read path ---------------------------------------------------------------------
 
 
-class FakeTransport:
-    """What the daemon writes, kept; flow control calls accepted."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def text(self) -> str:
-        return b"".join(self.writes).decode()
-
-
-def feed(xmpp: Any, pieces: list[bytes]) -> None:
-    """``pieces`` as the event loop hands them to a buffered protocol."""
-    for whole in pieces:
-        for start in range(0, len(whole), len(xmpp.get_buffer(-1))):
-            buffer = xmpp.get_buffer(-1)
-            piece = whole[start : start + len(buffer)]  # never more than the buffer holds
-            buffer[: len(piece)] = piece
-            xmpp.buffer_updated(len(piece))
-
-
 def daemon_settings(port: int = 9) -> Any:
     return parse_settings(
         {
@@ -240,17 +200,18 @@ def test_the_read_path_answers_every_request_once_with_its_payload(
         xmpp: Any = daemon.xmpp
         transport = FakeTransport()
         xmpp.connection_made(transport)
-        feed(xmpp, [(HEADER + "id='s1'>" + "<handshake/>" + ONLINE).encode()])
+        feed(xmpp, HEADER + "id='s1'>" + "<handshake/>" + ONLINE)
         assert daemon.state.session.link is Link.UP
         transport.writes.clear()
 
         stream = "".join(r.text for r in stanzas).encode()
-        feed(xmpp, data.draw(chunkings(stream), label="pieces"))
+        for piece in data.draw(chunkings(stream), label="pieces"):
+            feed(xmpp, piece)
         # The target answers each forward with its payload; what is left times out.
         for forward in _parse_stream(transport.text()):
             echo = echo_of(forward)
             if echo is not None:
-                feed(xmpp, [echo.encode()])
+                feed(xmpp, echo)
         daemon.apply(TimePassed(asyncio.get_running_loop().time() + 86_400))
 
         written = _parse_stream(transport.text())  # well-formed, all of it

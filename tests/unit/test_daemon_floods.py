@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import xml.etree.ElementTree as ET
 from collections import Counter
 from typing import Any
 
@@ -24,6 +23,7 @@ from client_proxy.core import Link, TimePassed
 from client_proxy.core._state import MAX_RESOURCES
 from client_proxy.shell.config import parse_settings
 from client_proxy.shell.daemon import Daemon
+from client_proxy.testing.fake_stream import FakeTransport, feed
 
 NS = "jabber:component:accept"
 PROXY = "proxy.localhost"
@@ -32,38 +32,6 @@ HEADER = (
     f"<?xml version='1.0'?><stream:stream xmlns='{NS}' "
     f"xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='{PROXY}'>"
 )
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def stanzas(self) -> list[ET.Element]:
-        text = b"".join(self.writes).decode()
-        return list(ET.fromstring(f"<s xmlns='{NS}'>{text}</s>"))
-
-
-def feed(xmpp: Any, data: str) -> None:
-    raw = data.encode()
-    for start in range(0, len(raw), 65536):
-        chunk = raw[start : start + 65536]
-        xmpp.get_buffer(-1)[: len(chunk)] = chunk
-        xmpp.buffer_updated(len(chunk))
 
 
 async def connected(**extra: object) -> tuple[Daemon, Any, FakeTransport]:

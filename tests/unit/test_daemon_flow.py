@@ -16,6 +16,7 @@ from client_proxy.core import StanzaReceived, TimePassed
 from client_proxy.shell.config import parse_settings
 from client_proxy.shell.daemon import SEND_BUFFER, WRITE_HIGH_WATER, WRITE_LOW_WATER, Daemon
 from client_proxy.testing.component_server import ComponentServer
+from client_proxy.testing.fake_stream import feed
 
 PROXY = "proxy.localhost"
 TARGET = "svc@localhost"
@@ -44,12 +45,6 @@ HEADER = (
     f"<?xml version='1.0'?><stream:stream xmlns='{NS}' "
     f"xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='{PROXY}'>"
 )
-
-
-def feed(xmpp: Any, data: str) -> None:
-    raw = data.encode()
-    xmpp.get_buffer(-1)[: len(raw)] = raw
-    xmpp.buffer_updated(len(raw))
 
 
 def request(iq_id: str) -> str:

@@ -9,13 +9,13 @@ session up, and from there every stanza is the daemon's.
 from __future__ import annotations
 
 import asyncio
-import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
 from client_proxy.core import Link
 from client_proxy.shell.config import parse_settings
 from client_proxy.shell.daemon import Daemon
+from client_proxy.testing.fake_stream import FakeTransport, feed
 
 NS = "jabber:component:accept"
 PROXY = "proxy.localhost"
@@ -29,43 +29,6 @@ ONLINE = (
     f"<presence type='subscribed' from='{TARGET}' to='{PROXY}'/>"
     f"<presence from='{TARGET}/a' to='{PROXY}'/>"
 )
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.writes: list[str] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data.decode())
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def stanzas(self) -> list[ET.Element]:
-        """What was written after the stream header and the handshake, parsed."""
-        text = "".join(w for w in self.writes if not w.startswith(("<?xml", "<handshake")))
-        return list(ET.fromstring(f"<s xmlns='{NS}'>{text}</s>"))
-
-
-def feed(xmpp: Any, data: str, piece: int | None = None) -> None:
-    """``data`` as the event loop hands it to a buffered protocol, ``piece`` bytes at a time."""
-    raw = data.encode()
-    step = piece or len(raw)
-    for start in range(0, len(raw), step):
-        chunk = raw[start : start + step]
-        buffer = xmpp.get_buffer(-1)
-        assert len(buffer) >= len(chunk)
-        buffer[: len(chunk)] = chunk
-        xmpp.buffer_updated(len(chunk))
 
 
 async def connected() -> tuple[Daemon, Any, FakeTransport]:
