@@ -80,6 +80,6 @@ def test_the_end_of_stream_is_reported_when_slixmpp_writes_it() -> None:
                 break
             await asyncio.sleep(0.01)
         assert ended == [True]
-        assert transport.writes[-1] == xmpp.stream_footer
+        assert transport.writes[-1] == xmpp.stream_footer.encode()
 
     asyncio.run(main())
