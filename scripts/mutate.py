@@ -985,6 +985,14 @@ def make_copy(
             os.symlink(os.readlink(source), dest)
         elif source.is_file():
             shutil.copy2(source, dest)
+    for rel in editable:
+        # The editable install's folder of links (build/editable, made at install time and
+        # ignored by git) is not among the files git lists: without it the copy's tests would
+        # import the package from the repository. Its links are relative, so in the copy they
+        # point into the copy.
+        source, dest = root / rel, into / rel
+        if source.is_dir() and not dest.exists():
+            shutil.copytree(source, dest, symlinks=True)
     package = Path(*import_name.split("."))
     candidates = [into / rel for rel in editable] + [into]
     candidates += sorted(p for p in into.iterdir() if p.is_dir() and not p.is_symlink())
