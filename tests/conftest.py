@@ -1,9 +1,23 @@
-"""Hypothesis profiles: `dev` (default, fast), `ci` (derandomized; chosen when CI is set) and
-`long` (`just test-long`). HYPOTHESIS_PROFILE overrides the choice."""
+"""Hypothesis profiles: `dev` (default, fast), `ci` (derandomized; chosen when CI is set),
+`mutate` (derandomized and lighter: `just mutate` runs the tests hundreds of times, see
+docs/mutation-testing.md) and `long` (`just test-long`). HYPOTHESIS_PROFILE overrides the choice.
+
+A derandomized profile must give the same examples whatever else runs in the process. Hypothesis
+does not, by itself: now and then it draws a constant from the source of the project's modules
+that are imported at the time (``hypothesis.internal.conjecture.providers``: the *local
+constants*). Which modules those are depends on the tests that ran before (a test of the shell
+imports the shell), and the constants change with the code under test (a mutant that changes a
+number or empties a string changes the pool). So the examples a derandomized test sees, and
+whether it fails, depended on what ran before it and on unrelated edits: the stateful machine
+explored other paths alone than in the whole suite. Under a derandomized profile the pool is
+empty (Hypothesis's own built-in constants stay); the random profiles keep it, as a source of
+boundary values.
+"""
 
 import os
 
 from hypothesis import HealthCheck, settings
+from hypothesis.internal.conjecture import providers
 
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.register_profile(
@@ -12,6 +26,16 @@ settings.register_profile(
     deadline=None,
     derandomize=True,
     print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+# The mutation tester's: the same examples every run, as under `ci`, but fewer of them, so that
+# a mutant that survives (and so runs every test that reaches its line) costs seconds rather
+# than minutes. What it finds is a lower bound of what `ci` finds.
+settings.register_profile(
+    "mutate",
+    max_examples=50,
+    deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
@@ -23,3 +47,12 @@ settings.register_profile(
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )
+
+if settings().derandomize:
+    _NO_LOCAL_CONSTANTS = providers.Constants()
+
+    def _no_local_constants() -> providers.Constants:
+        return _NO_LOCAL_CONSTANTS
+
+    # tests/unit/test_hypothesis_setup.py fails if Hypothesis stops reading this name.
+    providers._get_local_constants = _no_local_constants
