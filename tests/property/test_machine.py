@@ -34,8 +34,8 @@ from client_proxy.core import (
     ConfigChanged,
     ConnectionLost,
     ConnectionUp,
-    Event,
     CountMetric,
+    Event,
     Link,
     LogRecord,
     ProxyConfig,
@@ -1244,9 +1244,9 @@ class ProxyMachine(RuleBasedStateMachine):
         assert {k: o.skip for k, o in s.requests.items()} == {
             k: r.skip for k, r in m.outstanding.items()
         }
-        assert {
-            r.name: (r.eligible, r.failures, r.cooling_until) for r in s.session.resources
-        } == {n: (r.eligible, r.failures, r.cooling_until) for n, r in m.resources.items()}
+        assert {r.name: (r.eligible, r.failures, r.cooling_until) for r in s.session.resources} == {
+            n: (r.eligible, r.failures, r.cooling_until) for n, r in m.resources.items()
+        }
         self.broken = False
 
     # -- rules: requesters ---------------------------------------------------------------------
