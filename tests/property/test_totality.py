@@ -10,6 +10,7 @@ conditions, priorities that are not integers, and clocks that are NaN, infinite 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 from client_proxy.core import (
@@ -60,6 +61,11 @@ def ready() -> ProxyState:
 READY = ready()
 
 
+#: What a counter or a log code looks like: a stable, greppable dotted name
+#: (``dropped.reply_unmatched``, ``connection.up``), never empty.
+NAME = re.compile(r"[a-z_]+(\.[a-z_]+)*")
+
+
 def check_transition(state: ProxyState, event: Event, t: object) -> None:
     """What every step must give back, whatever went in: a well-typed Transition whose state is
     within its limits, whose own errors are RFC 6120 ones, and whose outputs are known kinds."""
@@ -104,8 +110,11 @@ def check_transition(state: ProxyState, event: Event, t: object) -> None:
             assert o.stanza.error.type in ERROR_TYPES
             assert o.stanza.error.condition in ERROR_CONDITIONS
         if isinstance(o, LogRecord):
-            assert isinstance(o.message, str)
+            assert isinstance(o.message, str) and o.message, o
             assert o.level in ("debug", "info", "warning", "error")
+            assert NAME.fullmatch(o.code), o
+        if isinstance(o, CountMetric):
+            assert NAME.fullmatch(o.name), o
     assert t.deadline is None or isinstance(t.deadline, float | int)
 
 
