@@ -7,12 +7,15 @@ after ``MAX_FLUSHES`` fresh streams that did not come up, what is held is given 
 
 from __future__ import annotations
 
+import dataclasses
+
 from client_proxy.core import (
     ConnectionLost,
     ConnectionUp,
     CountMetric,
     EndOfStreamSent,
     Link,
+    LogRecord,
     ProxyConfig,
     ProxyState,
     Reconnect,
@@ -27,7 +30,7 @@ from client_proxy.core import (
 )
 from client_proxy.core._link import MAX_FLUSHES
 from client_proxy.testing import strategies as cps
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 PROXY = cps.EXAMPLE_PROXY
@@ -35,10 +38,10 @@ TARGET = cps.EXAMPLE_TARGET
 CONFIG = ProxyConfig(PROXY, TARGET, request_timeout=5.0, sync_grace=1.0)
 
 
-def stopped_and_ended(held_requests: list[str]) -> ProxyState:
+def stopped_and_ended(held_requests: list[str], config: ProxyConfig = CONFIG) -> ProxyState:
     """A proxy that served, was stopped with requests outstanding that its resource answered,
     emitted Stopped and wrote its end of stream."""
-    state = initial_state(CONFIG, seed=3)
+    state = initial_state(config, seed=3)
     events = [
         ConnectionUp(0.0),
         StanzaReceived(0.0, Stanza("presence", "subscribed", None, TARGET, PROXY)),
@@ -87,6 +90,11 @@ def test_after_the_end_of_stream_answers_are_held_and_sent_once_on_a_fresh_strea
         answered += new
         # A request from a user is answered, and the answer is held for it.
         s = event.stanza
+        # Every stanza is counted; a request (whoever sent it) is named in the log, by its id.
+        request = s.kind == "iq" and s.type in ("get", "set")
+        named = [o for o in t.outputs if isinstance(o, LogRecord) and o.code == "stop.late"]
+        assert len(named) == (1 if request else 0), t.outputs
+        assert all(f"id={s.id} " in o.message for o in named), named
         if s.kind == "iq" and s.type in ("get", "set") and not s.from_.startswith(TARGET):
             assert any(a.to == s.from_ and a.id == s.id and a.type == "error" for a in new), new
         state = t.state
@@ -130,6 +138,35 @@ def test_a_fresh_stream_is_asked_for_at_most_max_flushes_times(late):
     assert reconnects == MAX_FLUSHES
     assert len(lost) == len(held)
     assert not state.session.held
+
+
+@given(max_outstanding=st.integers(1, 4), late=st.integers(0, 12))
+@example(max_outstanding=2, late=4)  # exactly the hold's size
+@example(max_outstanding=2, late=5)  # one more
+def test_the_hold_is_bounded_and_what_does_not_fit_is_counted(max_outstanding, late):
+    """Answers wait in the hold only while the stream cannot carry them: at most
+    2 x max_outstanding (requests and calls are each bounded by it, and each gets one answer),
+    however many stanzas a transport delivers meanwhile; each answer that does not fit is
+    counted (``dropped.held_overflow``), and the budget counts exactly what is held."""
+    config = dataclasses.replace(CONFIG, max_outstanding=max_outstanding)
+    state = stopped_and_ended([], config)
+    overflow = 0
+    for i in range(late):
+        stanza = Stanza("iq", "get", f"late-{i}", "alice@example.org/phone", PROXY, "<q/>")
+        t = step(state, StanzaReceived(0.5, stanza))
+        overflow += [o for o in t.outputs if isinstance(o, CountMetric)].count(
+            CountMetric("dropped.held_overflow")
+        )
+        state = t.state
+    cap = 2 * max_outstanding
+    held = state.session.held
+    assert len(held) == min(late, cap)
+    assert overflow == max(0, late - cap)
+    assert [(a.to, a.id) for a in held] == [
+        ("alice@example.org/phone", f"late-{i}") for i in range(min(late, cap))
+    ]
+    size = sum(len(a.id or "") + len(a.from_ or "") + len(a.to or "") for a in held)
+    assert state.session.held_bytes == state.bytes_held == size
 
 
 def test_answers_held_while_the_stream_was_down_at_the_stop_ask_for_a_fresh_stream():
