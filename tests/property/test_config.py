@@ -25,6 +25,8 @@ SECONDS = [
 INTEGERS = [
     ("max_outstanding", 1),
     ("max_per_requester", 1),
+    ("max_outstanding_bytes", 1),
+    ("max_bytes_per_requester", 1),
     ("rate_burst", 1),
     ("failure_threshold", 0),
 ]
@@ -36,8 +38,15 @@ def config(**changes: Any) -> ProxyConfig:
 
 
 def refused(name: str, **changes: Any) -> None:
-    with pytest.raises(ValueError, match=name):
+    """Building the config with ``changes`` raises a ValueError that names the setting and, when
+    it says what the setting must be, says it (the shell prints the message as the one-line
+    config error)."""
+    with pytest.raises(ValueError, match=name) as refusal:
         config(**changes)
+    message = str(refusal.value)
+    if " must be " in message and ", not " in message:
+        wanted = message.split(" must be ", 1)[1].rsplit(", not ", 1)[0]
+        assert wanted.strip(), f"says what {name} must be: {message!r}"
 
 
 @pytest.mark.parametrize(("name", "least", "exclusive"), SECONDS)
@@ -116,3 +125,26 @@ def test_routing_and_pattern() -> None:
     refused("resource_pattern", resource_pattern="(")
     refused("resource_pattern", resource_pattern="")
     assert config(resource_pattern="worker-.*").resource_pattern == "worker-.*"
+
+
+labels = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
+
+
+@given(local=labels, resource=labels)
+def test_the_proxy_domain_is_a_bare_domain_and_the_target_a_bare_jid(local: str, resource: str):
+    """The component's JID has no localpart and no resource (XEP-0114: a component is a
+    domain); the target is an account's bare JID: a localpart, and no resource."""
+    refused("proxy_domain", proxy_domain=f"{local}@{PROXY}")
+    refused("proxy_domain", proxy_domain=f"{PROXY}/{resource}")
+    refused("proxy_domain", proxy_domain=f"{local}@{PROXY}/{resource}")
+    refused("target", target=f"{TARGET}/{resource}")
+    refused("target", target="example.org")
+    refused("target", target=f"example.org/{resource}")
+    assert config(proxy_domain=f"{local}.{PROXY}").proxy_domain == f"{local}.{PROXY}"
+    assert config(target=f"{local}@example.org").target == f"{local}@example.org"
+
+
+@pytest.mark.parametrize("name", ["proxy_domain", "target"])
+def test_the_addresses_are_non_empty_strings(name: str) -> None:
+    for value in ("", None, 3, b"svc@example.org"):
+        refused(name, **{name: value})
