@@ -91,6 +91,7 @@ __all__ = [
     "reachable_states",
     "requester_jids",
     "resourceparts",
+    "rtl_requester_jids",
     "run_events",
     "server_resourceprep",
     "stanza_errors",
@@ -226,7 +227,8 @@ def _compose(local: str | None, domain: str, resource: str | None) -> str:
 
 def requester_jids() -> st.SearchStrategy[str]:
     """Addresses a server may stamp as a request's ``from``: full JIDs mostly, bare JIDs and bare
-    domains (servers, components) too. Every part is normalised, and the whole passes slixmpp's
+    domains (servers, components) too, now and then written right to left
+    (:func:`rtl_requester_jids`). Every part is normalised, and the whole passes slixmpp's
     ``JID`` unchanged. Most are far below the 1023-octet limit; see
     :func:`near_limit_requester_jids` for those close to it."""
     full = st.builds(_compose, localparts(), domainparts(), resourceparts())
@@ -234,7 +236,43 @@ def requester_jids() -> st.SearchStrategy[str]:
     domain_only = st.builds(
         _compose, st.none(), domainparts(), st.one_of(st.none(), resourceparts())
     )
-    return st.one_of(full, full, bare_jid, domain_only).filter(jid_unchanged)
+    return st.one_of(full, full, bare_jid, domain_only, rtl_requester_jids()).filter(
+        jid_unchanged
+    )
+
+
+#: Right-to-left letters (RFC 3454 table D.1, RandALCat): Hebrew and Arabic.
+_RTL_LETTERS = st.one_of(
+    st.characters(min_codepoint=0x05D0, max_codepoint=0x05EA),
+    st.characters(min_codepoint=0x0627, max_codepoint=0x064A),
+)
+_RTL_WORDS = st.text(_RTL_LETTERS, min_size=1, max_size=8)
+#: Neither left-to-right nor right-to-left (RFC 3454 tables D.1, D.2): digits, separators.
+_NEUTRAL_WORDS = st.text(st.sampled_from("0123456789-_"), min_size=1, max_size=4)
+_LTR_WORDS = st.sampled_from(["example", "org", "abc", "x"])
+
+
+def rtl_requester_jids() -> st.SearchStrategy[str]:
+    """Valid addresses written right to left, wholly or in part, for RFC 3454 §6's bidi rule,
+    which Resourceprep applies to the whole requester once it is carried in one resourcepart:
+    a string with a right-to-left character may hold no left-to-right one, and must begin and
+    end with a right-to-left one. Each part alone passes its own profile (the rule is checked
+    part by part when the server stamps the address); the whole may not: a Hebrew localpart at
+    a Latin domain, or a right-to-left address whose resource is only digits."""
+    part = st.one_of(_RTL_WORDS, _RTL_WORDS, _NEUTRAL_WORDS, _LTR_WORDS)
+    spaced = st.builds(lambda a, b: f"{a} {b}", _RTL_WORDS, _RTL_WORDS)
+    local = st.one_of(st.none(), part.map(_nodeprep).filter(bool).map(str))
+    domain = (
+        st.lists(st.one_of(_RTL_WORDS, _RTL_WORDS, _LTR_WORDS), min_size=1, max_size=3)
+        .map(".".join)
+        .map(_nameprep)
+        .filter(bool)
+        .map(str)
+    )
+    resource = st.one_of(
+        st.none(), st.one_of(part, spaced).map(server_resourceprep).filter(bool).map(str)
+    )
+    return st.builds(_compose, local, domain, resource).filter(jid_unchanged)
 
 
 def _filled(draw: st.DrawFn, chars: Sequence[str], size: int) -> str:

@@ -8,6 +8,8 @@ independent of the core's own check.
 
 from __future__ import annotations
 
+import stringprep
+
 from client_proxy.core import (
     MAX_PART_BYTES,
     ConnectionUp,
@@ -188,3 +190,50 @@ def test_near_the_limit_the_length_alone_decides(requester):
         assert out.to == requester
         assert out.error is not None
         assert out.error.condition == "not-acceptable"
+
+
+def _has_domain(text: str) -> bool:
+    """RFC 7622 §3.1: the bare JID (before the first `/`) after its first `@`, if any, is the
+    domainpart, which may not be empty."""
+    bare = text.split("/", 1)[0]
+    return bool(bare.partition("@")[2] if "@" in bare else bare)
+
+
+# Anything at all, with the characters that matter to the rules drawn often: the separators, a
+# space, left-to-right and right-to-left letters, a digit.
+any_text = st.text(
+    st.one_of(
+        st.characters(exclude_categories=()),
+        st.sampled_from("@/ .a1"),
+        st.characters(min_codepoint=0x05D0, max_codepoint=0x05EA),
+    ),
+    max_size=16,
+)
+
+
+@given(any_text)
+@example("")
+@example("u@")  # no domain
+@example("u@/r")
+@example("/r")
+@example("@example.org")  # an empty localpart still leaves a domain
+@example("\u05d0@\u05d0/1")  # right to left, ending in a digit (RFC 3454 §6, rule 3)
+@example("1@\u05d0/\u05d0")  # right to left, beginning with a digit
+@example("\u05d0@\u05d0/\u05d0")
+@example("a\u0301@example.org")  # NFKC would compose it
+@example("u@example.org/\u0221")  # unassigned in Unicode 3.2 (RFC 3454 table A.1)
+def test_any_text_is_carried_exactly_when_the_resourcepart_profile_leaves_it_alone(text):
+    """Whatever a transport hands over as a sender, not only what servers stamp: the proxy
+    carries it if and only if it is not empty, has a domain, fits in a resourcepart (1023
+    octets) and Resourceprep leaves it exactly as it is (the oracle, slixmpp's profile, is
+    lenient about code points unassigned in Unicode 3.2; a strict server refuses them, and so
+    does the proxy)."""
+    unassigned = any(stringprep.in_table_a1(ch) for ch in text)
+    carriable = (
+        bool(text)
+        and _has_domain(text)
+        and utf8_size(text) <= MAX_PART_BYTES
+        and server_resourceprep(text) == text
+        and not unassigned
+    )
+    assert (translation_problem(text) is None) == carriable, translation_problem(text)
