@@ -609,7 +609,8 @@ class CoverageMap:
 
 def _fingerprint(root: Path, suites: Sequence[str], target: str) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps([MAP_FORMAT, list(suites), target]).encode())
+    profile = test_env().get("HYPOTHESIS_PROFILE")  # the examples the tests run
+    digest.update(json.dumps([MAP_FORMAT, list(suites), target, profile]).encode())
     files = [SCRIPTS / "mutate_plugin.py", root / "pyproject.toml"]
     for folder in ("src", "tests"):
         files += sorted(p for p in (root / folder).rglob("*.py") if "__pycache__" not in p.parts)
@@ -621,15 +622,18 @@ def _fingerprint(root: Path, suites: Sequence[str], target: str) -> str:
 
 
 def test_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of every test run: the CI Hypothesis profile (derandomized), one hash
-    seed (so that set and dict order of strings is the same in every run of a mutant), no
-    bytecode written, and no coverage or profile settings leaking in from the caller."""
+    """The environment of every test run: CI's Hypothesis examples without the shrinking of a
+    failure (the `mutate` profile of tests/conftest.py: derandomized, so the same examples every
+    run), one hash seed (so that set and dict order of strings is the same in every run of a
+    mutant), no bytecode written, and no coverage or profile settings leaking in from the
+    caller."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("COVERAGE_", "COV_CORE_", "MUTATE_")) and k != "HYPOTHESIS_PROFILE"
     }
     env["CI"] = "true"
+    env["HYPOTHESIS_PROFILE"] = "mutate"
     env["PYTHONHASHSEED"] = "0"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra or {})
