@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from client_proxy import core
+from client_proxy.core._link import MAX_FLUSHES
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "embedding.md"
 
@@ -42,3 +43,12 @@ def test_the_core_docstring_example_runs() -> None:
     result = doctest.testmod(core)
     assert result.attempted >= 10
     assert result.failed == 0
+
+
+def test_the_number_of_fresh_streams_the_doc_promises_is_the_cores() -> None:
+    """Rule 8 tells a transport how often the core asks for a fresh stream after a stop."""
+    text = " ".join(DOC.read_text(encoding="utf-8").split())
+    found = re.search(r"the core asks again at most (\w+) times", text)
+    assert found is not None
+    words = {"once": 1, "twice": 2, "two": 2, "three": 3, "four": 4, "five": 5}
+    assert words[found.group(1)] == MAX_FLUSHES
