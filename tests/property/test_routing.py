@@ -29,7 +29,7 @@ from client_proxy.core import (
     initial_state,
     step,
 )
-from client_proxy.core._routing import next_random
+from client_proxy.core._routing import next_random, rendezvous_score
 from client_proxy.testing import strategies as cps
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -507,3 +507,19 @@ def test_a_cool_down_lasts_exactly_failure_cooldown_and_failures_at_its_end_coun
         picks.add(_forwarded_to(probe))
         state = probe.state
     assert picks == {"bad", "good"}
+
+
+def test_sticky_scores_are_blake2b_so_that_every_instance_agrees() -> None:
+    """`sticky` sends a user where every proxy instance would (two instances share the
+    traffic of one component on ejabberd, DESIGN.md; an upgrade runs two versions side by
+    side): a resource's score for a key is BLAKE2b with an 8-octet digest of the key, a NUL
+    and the resource's name in UTF-8, read big-endian. Known answers from coreutils' b2sum,
+    an independent implementation: ``printf 'alice@example.org\\0a' | b2sum -l 64``."""
+    b2sum = {
+        ("alice@example.org", "a"): 0xA7149EB04E97C4DD,
+        ("alice@example.org", "b"): 0x26A0B745F5520F8F,
+        ("bob@example.net", "worker-1"): 0x9DFABF60208599D5,
+        ("ünïcødé@exämple.org", "c/d"): 0xCD8A4092339242B5,
+    }
+    for (key, name), score in b2sum.items():
+        assert rendezvous_score(key, name) == score, (key, name)
