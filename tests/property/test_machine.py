@@ -47,6 +47,7 @@ from client_proxy.core import (
     StanzaReceived,
     Stopped,
     StopRequested,
+    Subscription,
     TimePassed,
     Transition,
     encode_requester,
@@ -1035,7 +1036,9 @@ class ProxyMachine(RuleBasedStateMachine):
     @initialize(
         config=configs,
         seed=st.integers(0, 2**64 - 1),
-        resources=st.lists(st.sampled_from(RESOURCES), unique=True, min_size=1, max_size=3),
+        # Now and then none: requests then wait for the resync (parked) until presence says
+        # where the target stands.
+        resources=st.lists(st.sampled_from(RESOURCES), unique=True, max_size=3),
         approve=st.booleans(),
     )
     def start(self, config, seed, resources, approve):
@@ -1154,17 +1157,24 @@ class ProxyMachine(RuleBasedStateMachine):
             assert s.id == event.stanza.id and s.from_ == event.stanza.to, s
 
     def check_timer(self, event, t: Transition) -> None:
-        """The deadline the transport is given is never later than anything pending, and firing
-        it makes progress (a timer due at once after TimePassed would spin)."""
+        """The deadline the transport is given is exactly the earliest of what waits for one
+        (``_deadlines.next_deadline``: requests, calls and message routes; the end of the resync
+        grace while requests are parked or the subscription is unanswered; the end of a drain
+        still to come; the rate limit's sweep): never later, or something is answered late;
+        never earlier, or the transport wakes for nothing. And firing it makes progress (a timer
+        due at once after TimePassed would spin)."""
         state = t.state
+        session = state.session
         pending = [o.deadline for o in state.requests.values()]
         pending += [c.deadline for c in state.calls.values()]
-        if state.session.parked:
-            pending.append(state.session.sync_until)
-        if state.session.stop_at is not None and not state.session.stopped:
-            pending.append(state.session.stop_at)
-        if pending:
-            assert t.deadline is not None and t.deadline <= min(pending), (t.deadline, pending)
+        pending += [r.deadline for r in state.routes.values()]
+        if session.parked or session.subscription is Subscription.REQUESTED:
+            pending.append(session.sync_until)
+        if session.stop_at is not None and not session.stopped:
+            pending.append(session.stop_at)
+        if state.sweep_at < math.inf:
+            pending.append(state.sweep_at)
+        assert t.deadline == (min(pending) if pending else None), (t.deadline, pending)
         if isinstance(event, TimePassed) and t.deadline is not None:
             assert t.deadline > state.now, f"timer due again at once: {t.deadline}"
 
@@ -1244,6 +1254,10 @@ class ProxyMachine(RuleBasedStateMachine):
         assert {k: o.skip for k, o in s.requests.items()} == {
             k: r.skip for k, r in m.outstanding.items()
         }
+        # `least-outstanding` counts the requests each resource holds (ProxyState.load), and
+        # nothing else keeps a count.
+        held = Counter(o.resource for o in s.requests.values() if o.resource is not None)
+        assert dict(s.load) == (dict(held) if cfg.routing == "least-outstanding" else {})
         assert {r.name: (r.eligible, r.failures, r.cooling_until) for r in s.session.resources} == {
             n: (r.eligible, r.failures, r.cooling_until) for n, r in m.resources.items()
         }
