@@ -1038,7 +1038,12 @@ class ProxyMachine(RuleBasedStateMachine):
         seed=st.integers(0, 2**64 - 1),
         # Now and then none: requests then wait for the resync (parked) until presence says
         # where the target stands.
-        resources=st.lists(st.sampled_from(RESOURCES), unique=True, max_size=3),
+        resources=st.one_of(
+            st.lists(st.sampled_from(RESOURCES), unique=True, min_size=1, max_size=3),
+            st.lists(st.sampled_from(RESOURCES), unique=True, min_size=1, max_size=3),
+            st.lists(st.sampled_from(RESOURCES), unique=True, min_size=1, max_size=3),
+            st.just([]),
+        ),
         approve=st.booleans(),
     )
     def start(self, config, seed, resources, approve):
@@ -1319,6 +1324,10 @@ class ProxyMachine(RuleBasedStateMachine):
         says it cannot serve), or the server bounces it back from there (DESIGN.md, server
         facts: service-unavailable, same id); at once, or only when its deadline has come."""
         r = self.pick_forwarded(data)
+        now = {"now": self.model.now, "at_deadline": r.deadline, "after_deadline": r.deadline + 1}
+        return self.answer_from_resource(r, kind, now[when])
+
+    def answer_from_resource(self, r: Req, kind: str, now: float) -> Stanza:
         error = {
             "result": None,
             "error": StanzaError("cancel", "item-not-found"),
@@ -1336,9 +1345,29 @@ class ProxyMachine(RuleBasedStateMachine):
             None,
             (("xml:lang", "de"),),
         )
-        now = {"now": self.model.now, "at_deadline": r.deadline, "after_deadline": r.deadline + 1}
-        self.apply(StanzaReceived(now[when], reply))
+        self.apply(StanzaReceived(now, reply))
         return reply
+
+    @precondition(up)
+    @rule(
+        requester=st.sampled_from(REQUESTERS[:3]),
+        id_=st.sampled_from(IDS),
+        kind=st.sampled_from(["get", "get", "set"]),
+        answers=st.lists(
+            st.sampled_from(["result", "error", "bounce", "unable", "unable"]), max_size=3
+        ),
+    )
+    def request_served_at_once(self, requester, id_, kind, answers):
+        """The commonest exchange: a request from somebody the policies let through, and at
+        once the answers of wherever it goes (a failure makes a get move on, so it may be
+        answered more than once, by one resource after another). Made common here so that
+        failures in a row, cool-downs and retries happen in most runs."""
+        self.request(requester, id_, kind, PROXY)
+        for answer in answers:
+            r = self.model.outstanding.get((requester, id_))
+            if r is None or r.resource is None:
+                return
+            self.answer_from_resource(r, answer, self.model.now)
 
     @precondition(up)
     @rule(reply=replies)

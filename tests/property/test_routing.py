@@ -523,3 +523,31 @@ def test_sticky_scores_are_blake2b_so_that_every_instance_agrees() -> None:
     }
     for (key, name), score in b2sum.items():
         assert rendezvous_score(key, name) == score, (key, name)
+
+
+@given(threshold=st.integers(1, 4), cycles=st.integers(2, 3), cooldown=st.floats(1, 100))
+def test_every_cool_down_takes_failure_threshold_failures_in_a_row(
+    threshold: int, cycles: int, cooldown: float
+) -> None:
+    """A resource leaves rotation after exactly ``failure_threshold`` failing answers in a row,
+    every time: a cool-down starts the count afresh (the failures behind it are spent)."""
+    cfg = _config(routing="round-robin", failure_threshold=threshold, failure_cooldown=cooldown)
+    state = _online(cfg, ["bad", "good"])
+    now = 1.0
+    sent = 0
+    for _ in range(cycles):
+        failures = 0
+        while failures < threshold:
+            t = _request(state, REQUESTERS[sent % 3], f"q{sent}", now)
+            sent += 1
+            if _forwarded_to(t) != "bad":
+                state = _reply(t.state, t, now).state  # good's turn: answered
+                continue
+            retried = _reply(t.state, t, now, error="feature-not-implemented")
+            failures += 1
+            state = _reply(retried.state, retried, now).state  # answered by good
+            bad = state.session.resources[0]
+            # In rotation until the last failure of the run, out of it from then on.
+            assert (bad.cooling_until > now) == (failures == threshold), (failures, bad)
+        assert state.session.resources[0].cooling_until == now + cooldown
+        now += cooldown  # the cool-down is over: bad is back, its count from zero
