@@ -84,6 +84,13 @@ STRANGER = "mallory@evil.example/x"
 #: cool-down).
 FAILURES = ("feature-not-implemented", "service-unavailable")
 
+
+def account(jid: str) -> str:
+    """The bare JID: what the per-requester limits count by (RFC 7622 §3.1: all before the
+    first `/`)."""
+    return jid.partition("/")[0]
+
+
 #: Presence types from the target, available (None) the commonest.
 PRESENCE_CHURN = (None, None, None, "unavailable", "unavailable", "error", "subscribed")
 PRESENCE_CHURN += ("unsubscribed", "unsubscribe", "probe")
@@ -480,11 +487,11 @@ class Model:
             return False
         if cfg.rate_limit > 0:
             interval = 1.0 / cfg.rate_limit
-            start = max(self.rates.get(requester, self.now), self.now)
+            start = max(self.rates.get(account(requester), self.now), self.now)
             if start - self.now > (cfg.rate_burst - 1) * interval + 1e-9:
                 self.refuse(s, "wait", "policy-violation")
                 return False
-            self.rates[requester] = start + interval
+            self.rates[account(requester)] = start + interval
         return True
 
     def candidates(self) -> list[str]:
@@ -500,7 +507,8 @@ class Model:
         key = (requester, s.id or "")
         if not self.admit(s, requester):
             return
-        mine = sum(1 for k in self.outstanding if k[0] == requester)
+        # The per-requester limits are per account: all the resources of a bare JID together.
+        mine = sum(1 for k in self.outstanding if account(k[0]) == account(requester))
         candidates = self.candidates()
         late = self.lates.get(key)
         if late is not None and len(candidates) > 1:
@@ -542,7 +550,10 @@ class Model:
         )
 
     def bytes_of(self, requester: str) -> int:
-        return sum(r.size for k, r in self.outstanding.items() if k[0] == requester)
+        """What is held for ``requester``'s account (all its resources)."""
+        return sum(
+            r.size for k, r in self.outstanding.items() if account(k[0]) == account(requester)
+        )
 
     def bytes_total(self) -> int:
         """Everything the budget counts: requests, calls (their addresses), held answers."""
@@ -1019,13 +1030,13 @@ class ProxyMachine(RuleBasedStateMachine):
         self.broken = True
         s, cfg, m = self.state, self.config, self.model
         assert len(s.requests) <= cfg.max_outstanding
-        counts = Counter(requester for requester, _ in s.requests)
+        counts = Counter(account(requester) for requester, _ in s.requests)
         assert {r: n for r, (n, _size) in s.per_requester.items()} == dict(counts)
         # The byte budget: what is counted is the sum over what is held, requester by
         # requester and in all; the model predicts every size; no request took it past a cap.
         sizes: Counter[str] = Counter()
         for (requester, id_), o in s.requests.items():
-            sizes[requester] += o.size
+            sizes[account(requester)] += o.size
             assert o.size == m.outstanding[(requester, id_)].size
         assert {r: b for r, (_n, b) in s.per_requester.items()} == dict(sizes)
         calls = sum(c.size for c in s.calls.values())
