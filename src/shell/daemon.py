@@ -552,6 +552,15 @@ class Daemon:
         # the requests they carried (ConnectionLost).
         self.counters["send.failed"] += len(self._deferred)
         self._deferred.clear()
+        if self._flushing and self.state.session.link is Link.DOWN:
+            # The fresh connection the core asked for ended before its handshake completed
+            # (Prosody's `conflict`: a standby took the component the moment our stream ended):
+            # a failed attempt, as in _on_connection_failed; the core decides whether to ask
+            # again.
+            self._flushing = False
+            self.apply(ConnectionLost(self.loop.time()))
+            self._finish()
+            return
         if self.state.session.link is not Link.DOWN:
             self.apply(ConnectionLost(self.loop.time()))
         if self._stopping:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from client_proxy.shell.config import parse_settings
 from client_proxy.shell.daemon import STANDBY_RETRY, Daemon
 from client_proxy.shell.health import health
 
+NS = "jabber:component:accept"
 CONFLICT = {"condition": "conflict", "text": "Component already connected"}
 
 
@@ -144,3 +146,39 @@ def test_a_stop_while_standing_by_exits_at_once() -> None:
         assert await asyncio.wait_for(daemon.finished, 2) == 0
 
     asyncio.run(main())
+
+
+def test_a_flush_connection_refused_by_a_standby_that_took_over_does_not_hang(
+    caplog: Any,
+) -> None:
+    """On a stop, answers due after our end of stream go out on a fresh connection; if a
+    standby has taken the component in between, Prosody refuses that connection with
+    `conflict`. Each refusal counts as a failed attempt, and after the core's last one the loss
+    is logged by id and the process exits."""
+
+    async def main() -> None:
+        daemon, xmpp, calls, _ = daemon_with_fake_connection(drain_timeout=1)
+        xmpp.transport = Transport()
+        daemon._on_session_start(None)
+        daemon.request_stop("SIGTERM")
+        xmpp.send_raw(xmpp.stream_footer)
+        daemon._on_element(
+            ET.fromstring(
+                f"<iq xmlns='{NS}' type='get' id='late-3' from='user@localhost/u' "
+                "to='proxy.localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+            )
+        )
+        xmpp.transport = None
+        daemon._on_disconnected("closed by the server")
+        for _ in range(3):
+            await asyncio.sleep(0)
+            assert calls[-1] == "connect"
+            assert not daemon.finished.done()
+            refused(daemon)
+        assert daemon.finished.done()
+        assert daemon.finished.result() == 0
+        assert not daemon.standby
+
+    asyncio.run(main())
+    lost = [r.getMessage() for r in caplog.records if "stop.lost" in r.getMessage()]
+    assert len(lost) == 1 and "late-3" in lost[0], lost
