@@ -49,7 +49,7 @@ from .metrics import Metrics, MetricsServer
 from .notify import Notifier
 from .reload import reload_config
 
-__all__ = ["EX_CONFIG", "FATAL_AT_FIRST", "Daemon", "run"]
+__all__ = ["EX_CONFIG", "FATAL_AT_FIRST", "STANDBY_RETRY", "Daemon", "run"]
 
 log = logging.getLogger("client_proxy")
 
@@ -59,6 +59,16 @@ EX_CONFIG = 78
 #: Stream errors (RFC 6120 §4.9.3) that, at the first connection, mean the config is wrong:
 #: a bad secret (not-authorized), a component the server does not know (host-unknown).
 FATAL_AT_FIRST = frozenset({"not-authorized", "host-unknown"})
+#: Seconds between attempts while the server refuses the component with the stream error
+#: `conflict` (RFC 6120 §4.9.3.3) because another connection holds it: a standby. Prosody 0.12
+#: does that after the handshake (mod_component's default `component_conflict_resolve =
+#: "kick_new"`) and lets the next attempt in as soon as the holder's connection is gone, so the
+#: standby takes over at most this long after the active instance dies (measured: README,
+#: docs/deploy.md "Standby"). Fixed and short rather than the growing backoff of other
+#: failures: here the refusal is the normal state, and the moment it ends is the moment to be
+#: back. Each attempt costs the server a TCP connection and a handshake, and Prosody logs one
+#: error line for it ("Second component attempted to connect, denying connection").
+STANDBY_RETRY = 1.0
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -391,6 +401,11 @@ class Daemon:
         self._session_seen: object = None
         #: A handshake has succeeded once: later refusals are retried, not fatal.
         self.connected_once = False
+        #: Since when (loop time) the server has refused us with `conflict`: standing by,
+        #: retrying every STANDBY_RETRY seconds; None when not standing by.
+        self.standby_since: float | None = None
+        #: READY=1 has been sent (at the first handshake, or on standing by).
+        self._ready_sent = False
         #: A reload asked for a connection under new settings: reconnect without backoff.
         self.reconnect_now = False
         #: Requests waiting for the write buffer to drain: (when queued, the stanza).
@@ -442,7 +457,7 @@ class Daemon:
         self._arm(transition.deadline)
         if self.state.session is not self._session_seen:
             self._session_seen = self.state.session
-            self.notifier.status(status_line(self.state))
+            self.notifier.status(status_line(self.state, self.standby))
 
     def _count_message(self, stanza: Any) -> None:
         # A message the core sends to a target resource came from a user; any other, from
@@ -573,7 +588,15 @@ class Daemon:
             self.apply(ConnectionUp(self.loop.time()))
             self.xmpp.disconnect(wait=2.0)
             return
-        if self._last_failure is not None:
+        if self.standby_since is not None:
+            log.info(
+                "standby.takeover: the server accepted %s after %.1f s standing by: this "
+                "instance is now the active one",
+                self.settings.component,
+                self.loop.time() - self.standby_since,
+            )
+            self.standby_since = None
+        elif self._last_failure is not None:
             log.info("connection.restored: after %d failed attempt(s)", self._attempt)
         self._attempt = 0
         self._last_failure = None
@@ -582,7 +605,8 @@ class Daemon:
         if not first and self.metrics is not None:
             self.metrics.reconnected()
         self.apply(ConnectionUp(self.loop.time()))
-        if first:
+        if first and not self._ready_sent:
+            self._ready_sent = True
             self.notifier.ready()
 
     def _on_disconnected(self, reason: Any) -> None:
@@ -590,6 +614,15 @@ class Daemon:
         # the requests they carried (ConnectionLost).
         self.counters["send.failed"] += len(self._deferred)
         self._deferred.clear()
+        if self._flushing and self.state.session.link is Link.DOWN:
+            # The fresh connection the core asked for ended before its handshake completed
+            # (Prosody's `conflict`: a standby took the component the moment our stream ended):
+            # a failed attempt, as in _on_connection_failed; the core decides whether to ask
+            # again.
+            self._flushing = False
+            self.apply(ConnectionLost(self.loop.time()))
+            self._finish()
+            return
         if self.state.session.link is not Link.DOWN:
             self.apply(ConnectionLost(self.loop.time()))
         if self._stopping:
@@ -605,6 +638,8 @@ class Daemon:
     def _on_connection_failed(self, reason: Any) -> None:
         # slixmpp would retry on its own with waits growing to 300 s and no jitter; take over.
         self.xmpp.cancel_connection_attempt()
+        # The server itself is gone: back to the backoff, and a standby no more.
+        self._leave_standby()
         if self._flushing:
             # The fresh connection the core asked for did not come up: it decides whether to
             # ask again.
@@ -619,12 +654,11 @@ class Daemon:
 
     def _on_stream_error(self, error: Any) -> None:
         condition = error["condition"] if error is not None else "unknown"
-        if condition == "conflict":
-            message = (
-                f"the server still has a connection for {self.settings.component} (conflict); "
-                "retrying until it lets go"
-            )
-        elif condition == "not-authorized":
+        if condition == "conflict" and not self._stopping:
+            self._stand_by()
+            return
+        self._leave_standby()
+        if condition == "not-authorized":
             message = (
                 f"the server refused the handshake for {self.settings.component} "
                 "(not-authorized): check `secret` against the server's component secret"
@@ -646,6 +680,36 @@ class Daemon:
             return
         self._note_failure(f"stream.{condition}", message)
 
+    def _stand_by(self) -> None:
+        """The server refused the handshake with `conflict`: another connection holds the
+        component (another instance, or one of ours the server has not seen go yet). Stand by:
+        retry every STANDBY_RETRY seconds, and say so once, in the log, on /healthz and to
+        systemd (for which a standby has started as it should: READY=1)."""
+        if self.standby_since is not None:
+            return
+        self.standby_since = self.loop.time()
+        self._last_failure = None
+        log.info(
+            "standby: the server has another connection for %s (conflict): standing by, "
+            "trying every %g s to take over",
+            self.settings.component,
+            STANDBY_RETRY,
+        )
+        self.notifier.status(status_line(self.state, standby=True))
+        if not self._ready_sent:
+            self._ready_sent = True
+            self.notifier.ready()
+
+    def _leave_standby(self) -> None:
+        if self.standby_since is not None:
+            self.standby_since = None
+            self.notifier.status(status_line(self.state))
+
+    @property
+    def standby(self) -> bool:
+        """Standing by: the server refuses this instance because another holds the component."""
+        return self.standby_since is not None
+
     def _note_failure(self, key: str, message: str) -> None:
         # One line per kind of failure in a streak, not one per attempt.
         if key != self._last_failure:
@@ -654,6 +718,10 @@ class Daemon:
 
     def _schedule_reconnect(self, reason: str) -> None:
         if self._reconnect is not None or self._stopping:
+            return
+        if self.standby_since is not None:
+            log.debug("connection.retry: standing by, trying again in %g s", STANDBY_RETRY)
+            self._reconnect = self.loop.call_later(STANDBY_RETRY, self._connect)
             return
         cap = self.settings.reconnect_max_delay
         # Capped exponential backoff with full jitter: servers restarted under many proxies are
@@ -759,9 +827,11 @@ async def run(settings: Settings, config_path: str | None = None) -> int:
     daemon = Daemon(settings, loop)
     server = None
     if settings.metrics_listen is not None:
-        daemon.metrics = Metrics(lambda: daemon.state)
+        daemon.metrics = Metrics(lambda: daemon.state, lambda: daemon.standby)
         host, port = settings.metrics_listen
-        server = MetricsServer(daemon.metrics, lambda: daemon.state, host, port)
+        server = MetricsServer(
+            daemon.metrics, lambda: daemon.state, host, port, lambda: daemon.standby
+        )
         try:
             await server.start()
         except OSError as exc:
