@@ -107,12 +107,12 @@ def accept(w: Step, s: Stanza, requester: str, measured: int) -> None:
         w.session = w.session._replace(parked=(*w.session.parked, key))
         w.count("parked")
     else:
-        forward(w, s, resource)
+        forward(w, s, resource, o.deadline)
 
 
-def forward(w: Step, r: Stanza, resource: str) -> None:
+def forward(w: Step, r: Stanza, resource: str, deadline: float) -> None:
     """Send request ``r`` to ``resource``, from `proxy-domain/<requester>` (``_jat``), with the
-    same type, id and payload (mod_client_proxy's form)."""
+    same type, id and payload (mod_client_proxy's form); of no use after ``deadline``."""
     cfg = w.config
     if cfg.routing == "least-outstanding":
         w.load = w.load.set(resource, w.load.get(resource, 0) + 1)
@@ -127,7 +127,7 @@ def forward(w: Step, r: Stanza, resource: str) -> None:
         None,
         r.extra,
     )
-    send(w, build(Stanza, forwarded))
+    send(w, build(Stanza, forwarded), 0, deadline)
 
 
 def redispatch(w: Step, key: RequestKey, o: Outstanding, ready: tuple[TargetResource, ...]) -> None:
@@ -138,7 +138,7 @@ def redispatch(w: Step, key: RequestKey, o: Outstanding, ready: tuple[TargetReso
     resource = choose(w, ready, key[0])
     tried = o.tried if resource in o.tried else (*o.tried, resource)
     r = o.request
-    forward(w, r, resource)
+    forward(w, r, resource, o.deadline)
     size = o.size
     if not retryable(w, r):
         # A parked request, now sent for good: its payload need not be held any more.

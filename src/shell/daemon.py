@@ -136,8 +136,9 @@ _READ_SIZE = 256 * 1024
 
 #: Flow control on the component connection (asyncio's pause_writing/resume_writing): above
 #: this many bytes in the transport's write buffer the server is reading what the proxy writes
-#: more slowly than it comes, and new requests (IQ get/set: forwards and the target's outbound
-#: calls, the stanzas that carry large payloads) wait in the daemon's own queue, written in
+#: more slowly than it comes, and the stanzas the core says may wait (SendStanza.until: the
+#: requests it sends, forwards and the target's outbound calls, which carry the large
+#: payloads) wait in the daemon's own queue, written in
 #: order once the buffer is down to the low mark. Everything else, above all the answers the
 #: proxy owes (timeouts included), is written at once, ahead of them. Measured before: with
 #: 100 KB requests and Prosody reading the component connection at about 3 MB/s, forwards piled
@@ -156,10 +157,6 @@ SEND_BUFFER = 256 * 1024
 #: A safety net: with this many requests waiting in the daemon's queue, reading pauses as well
 #: (until half are written), so that the queue cannot grow past what the core could hold.
 DEFERRED_MAX = 10_000
-
-
-#: The stanzas that wait while the write buffer is above the high mark (see WRITE_HIGH_WATER).
-_REQUESTS = frozenset({"get", "set"})
 
 
 def _ends_only(parser: Any) -> bool:
@@ -408,7 +405,7 @@ class Daemon:
         self._ready_sent = False
         #: A reload asked for a connection under new settings: reconnect without backoff.
         self.reconnect_now = False
-        #: Requests waiting for the write buffer to drain: (when queued, the stanza).
+        #: Requests waiting for the write buffer to drain: (their SendStanza.until, the stanza).
         self._deferred: deque[tuple[float, Any]] = deque()
 
         xmpp = _Component(settings)
@@ -433,9 +430,9 @@ class Daemon:
         for output in transition.outputs:
             kind = type(output)
             if kind is SendStanza:
-                stanza = output[0]
+                stanza = output.stanza
                 if self._deferred or self.xmpp.congested:
-                    self._send(stanza)  # requests may have to wait
+                    self._send(stanza, output.until)  # requests may have to wait
                 else:
                     self._send_now(stanza)
                 if self.metrics is not None and stanza.kind == "message":
@@ -516,13 +513,13 @@ class Daemon:
         else:
             self._write([text])
 
-    def _send(self, stanza: Any) -> None:
-        """Write ``stanza``, or queue it if it is a request and the server is slow to read."""
+    def _send(self, stanza: Any, until: float | None) -> None:
+        """Write ``stanza``, or, while the server is slow to read, queue it if the core says it
+        may wait (``until``, see SendStanza: the requests the proxy sends)."""
         deferred = self._deferred
-        if (deferred or self.xmpp.congested) and stanza.kind == "iq" and stanza.type in _REQUESTS:
-            now = self.loop.time()
-            self._drop_expired(now)
-            deferred.append((now, stanza))
+        if until is not None and (deferred or self.xmpp.congested):
+            self._drop_expired(self.loop.time())
+            deferred.append((until, stanza))
             if len(deferred) >= DEFERRED_MAX:
                 self.xmpp.pause_reading()
             return
@@ -531,21 +528,23 @@ class Daemon:
     def _write_deferred(self) -> None:
         """The write buffer has drained: write queued requests until it is full again."""
         deferred = self._deferred
-        self._drop_expired(self.loop.time())
+        now = self.loop.time()
         xmpp = self.xmpp
         while deferred and not xmpp.congested and xmpp.transport is not None:
-            _, stanza = deferred.popleft()
+            until, stanza = deferred.popleft()
+            if until <= now:
+                self.counters["send.expired"] += 1
+                continue
             self._write([to_text(stanza, self._ns)])
         if xmpp.reading_paused and len(deferred) < DEFERRED_MAX // 2:
             xmpp.resume_reading()
 
     def _drop_expired(self, now: float) -> None:
-        # A request queued request_timeout ago has been answered with a timeout by now (its
-        # deadline came at the latest request_timeout after the core read it): nobody waits for
-        # what the target would say, so it is not sent.
+        # What the core said is of no use after a time (SendStanza.until: its request has been
+        # answered with a timeout by then) is not sent. Dropped from the front; one further in
+        # (a request sent again elsewhere keeps its first deadline) goes when it comes to it.
         deferred = self._deferred
-        timeout = self.state.config.request_timeout
-        while deferred and deferred[0][0] + timeout <= now:
+        while deferred and deferred[0][0] <= now:
             deferred.popleft()
             self.counters["send.expired"] += 1
 

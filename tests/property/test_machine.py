@@ -947,6 +947,7 @@ class ProxyMachine(RuleBasedStateMachine):
         assert [sig(s) for s in t.state.session.held] == m.held
 
         self.check_outputs(event, sends, held_before)
+        self.check_until(t)
         self.check_timer(event, t)
         self.state = t.state
         self.last = t
@@ -985,6 +986,26 @@ class ProxyMachine(RuleBasedStateMachine):
             assert sender is not None and s.to == sender, f"stanza to a stranger: {s}"
             assert s.type == "error" and s.error is not None, f"not an error: {s}"
             assert s.id == event.stanza.id and s.from_ == event.stanza.to, s
+
+    def check_until(self, t: Transition) -> None:
+        """The requests the proxy sends (forwards to the target, the target's calls to users)
+        say until when they are of use: their deadline, the time they are answered with a
+        timeout; everything else (answers above all) must go out at once (SendStanza.until)."""
+        state = t.state
+        for o in t.outputs:
+            if not isinstance(o, SendStanza):
+                continue
+            s = o.stanza
+            if s.kind != "iq" or s.type not in ("get", "set"):
+                assert o.until is None, o
+            elif s.from_ == PROXY:  # a call: the user gets it from the proxy's domain
+                call = state.calls.get((s.to or "", s.id or ""))
+                assert o.until is not None and (call is None or o.until == call.deadline), o
+            else:  # a forward, from proxy-domain/<requester>
+                requester = (s.from_ or "").removeprefix(PROXY + "/")
+                request = state.requests.get((requester, s.id or ""))
+                assert o.until is not None, o
+                assert request is None or o.until == request.deadline, (o, request)
 
     def check_timer(self, event, t: Transition) -> None:
         """The deadline the transport is given is never later than anything pending, and firing
