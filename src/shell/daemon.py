@@ -389,6 +389,9 @@ class Daemon:
         self._jitter = random.Random(seed)
         #: The core asked for a fresh connection (Reconnect) and it is not up yet.
         self._flushing = False
+        #: Whether each stanza is logged (`--log-level debug`, set before the daemon starts):
+        #: read once, as asking the logger costs about a tenth of a stanza's handling.
+        self._debug = log.isEnabledFor(logging.DEBUG)
         #: Set by `run` when `metrics_listen` is: what the core reports is counted there.
         self.metrics: Metrics | None = None
         #: systemd's notification socket (does nothing when not under systemd).
@@ -498,7 +501,7 @@ class Daemon:
 
     def _send_now(self, stanza: Any) -> None:
         text = to_text(stanza, self._ns)
-        if log.isEnabledFor(logging.DEBUG):
+        if self._debug:
             log.debug(
                 "send %s type=%s id=%s from=%s to=%s",
                 stanza.kind,
@@ -568,7 +571,7 @@ class Daemon:
         if read is None:
             return
         core_stanza, size = read
-        if log.isEnabledFor(logging.DEBUG):
+        if self._debug:
             log.debug(
                 "recv %s type=%s id=%s from=%s to=%s",
                 core_stanza.kind,
