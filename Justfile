@@ -69,5 +69,7 @@ abuse *ARGS: setup
     python -m benchmarks.abuse {{ARGS}}
 
 # Load under resource churn and a proxy restart for SECONDS (default 300); fails on a lost request.
+# --kill: a standby beside the proxy, SIGKILL instead of the restart (--kills N, default 3), and
+# the requests counted by cause (answered, bounced in the gap, lost with the killed instance).
 soak SECONDS=env_var_or_default("SOAK_SECONDS", "300") *ARGS: setup
     python -m benchmarks.soak --duration {{SECONDS}} {{ARGS}}

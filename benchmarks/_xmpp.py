@@ -3,8 +3,9 @@
 slixmpp builds a stanza object per element, runs every matcher, and `Iq.send` makes a future
 per request: fine for a service, too heavy for a load generator that must not be the bottleneck.
 This client logs in (SASL PLAIN over plaintext loopback, resource binding) and then hands each
-top-level element to a callback as a :class:`Top`: its name, attributes, first child's name, and
-the error condition if it is an error. Stanzas are written as strings.
+top-level element to a callback as a :class:`Top`: its name, attributes, first child's name and
+attributes, and the error condition (and an application-specific one beside it, RFC 6120
+§8.3.2) if it is an error. Stanzas are written as strings.
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ class Top:
     name: str
     attrs: dict[str, str]
     child: str | None = None
+    #: The first child's attributes (a payload's, for an IQ request or result).
+    child_attrs: dict[str, str] | None = None
     condition: str | None = None
+    #: An application-specific condition in the error, beside the defined one (RFC 6120
+    #: §8.3.2): Prosody's `not-connected` when it answers for a component that is not there.
+    app_condition: str | None = None
     _in_error: bool = field(default=False, repr=False)
 
 
@@ -90,12 +96,16 @@ class Client(asyncio.Protocol):
             if cur is not None:
                 if cur.child is None:
                     cur.child = name
+                    cur.child_attrs = attrs
                 if name == "error":
                     cur._in_error = True
         elif depth == 4:
             cur = self._current
-            if cur is not None and cur._in_error and cur.condition is None and name != "text":
-                cur.condition = name
+            if cur is not None and cur._in_error and name != "text":
+                if cur.condition is None:
+                    cur.condition = name
+                elif cur.app_condition is None:
+                    cur.app_condition = name
 
     def _end(self, name: str) -> None:
         depth = self._depth

@@ -453,8 +453,9 @@ async def fresh(bed: Bed) -> Tally:
     await measured(tally, proxy, load)
     held = len(tally.timeout_delays)
     tally.notes.append(
-        f"`fresh`: {held:,} requests were held until their timeout (each fresh full JID gets "
-        f"the rate burst and max_per_requester of its own), the rest refused at once; "
+        f"`fresh`: {held:,} requests were held until their timeout (the rate burst and "
+        f"max_per_requester are the account's, shared by its fresh resources), the rest refused "
+        f"at once; "
         f"peak RSS {tally.rss_peak_kib / 1024:.0f} MiB"
     )
     await close_all([silent, *(r.client for r in requesters)])

@@ -14,7 +14,21 @@ connected. That must be 0, as must replies to nothing outstanding (duplicates, s
 replies from another address than the one the request was sent to; otherwise it exits 1. It
 also reports the proxy's RSS at start and end (of each of its two runs).
 
+With ``--kill`` a second instance runs from the start as a standby (Prosody refuses it with
+`conflict` while the first holds the component), and instead of the restart the active
+instance is killed with SIGKILL ``--kills`` times, evenly spread; each time the standby takes
+over and the killed one is started again, as systemd's Restart= would, to stand by in turn.
+A SIGKILL loses what the dead instance held, so the report counts every request by cause:
+answered (by the proxy), bounced by Prosody in the gap between the death and the takeover
+(`remote-server-timeout` with `<not-connected/>`), forwarded by the killed instance with the
+target's reply then undeliverable (no instance knows where it goes until forwarded ids are
+sealed: a known loss, counted on its own), and never answered at all (lost with the killed
+instance before it forwarded them: in its connection, or read and not yet sent). It fails
+on a duplicate, a stray or a reply from the wrong address, and on a request lost when no kill
+explains it (sent more than a second after a takeover, or long before a kill).
+
     python -m benchmarks.soak --duration 300      # or SOAK_SECONDS=300
+    python -m benchmarks.soak --duration 120 --kill
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -44,6 +59,9 @@ PASSWORD = "soak-password"
 TARGET = "svc@localhost"
 REQUESTER = "user@localhost/soak"
 PAYLOAD = "<query xmlns='urn:example:soak'/>"
+#: A request's payload names it, so that a resource can tell which requests reached it, whatever
+#: id the proxy forwards them with.
+REQUEST = "<query xmlns='urn:example:soak' n='{}'/>"
 #: The proxy's log line for answers it could not send, even on a fresh connection, because
 #: their requests reached it after it had sent its end of stream.
 _LOST = re.compile(r"stop\.lost: \d+ answer\(s\) [^:]*: (.*)$")
@@ -66,6 +84,9 @@ class Tally:
     strays: int = 0
     wrong_sender: int = 0
     latencies: list[float] = field(default_factory=list)
+    #: Errors the server sent itself because no instance held the component (Prosody's
+    #: `<not-connected/>`), by condition; not counted in `errors`.
+    bounced: Counter[str] = field(default_factory=Counter)
 
 
 class Requester:
@@ -78,6 +99,10 @@ class Requester:
         self.rng = rng
         self.pending: dict[str, Sent] = {}
         self.answered: set[str] = set()
+        #: (sent, answered) of every request answered with a result, in the order answered.
+        self.results: list[tuple[float, float]] = []
+        #: Requests answered after the deadline (counted as never answered).
+        self.late: list[tuple[str, Sent]] = []
         self.tally = Tally()
         self.lost = False
         client.on_top = self.on_top
@@ -92,7 +117,7 @@ class Requester:
         to = PROXY if self.rng.random() < 0.9 else f"{PROXY}/x"
         kind = "get" if self.rng.random() < 0.8 else "set"
         self.pending[iq_id] = Sent(time.monotonic(), to, kind)
-        self.client.send(f"<iq type='{kind}' id='{iq_id}' to='{to}'>{PAYLOAD}</iq>")
+        self.client.send(f"<iq type='{kind}' id='{iq_id}' to='{to}'>{REQUEST.format(iq_id)}</iq>")
 
     async def run(self, until: float) -> None:
         owed = 0.0
@@ -119,12 +144,17 @@ class Requester:
                 tally.strays += 1
             return
         self.answered.add(iq_id)
-        waited = time.monotonic() - sent.at
+        now = time.monotonic()
+        waited = now - sent.at
         tally.latencies.append(waited)
         if waited > self.deadline:
             tally.late += 1  # answered, but too late: counted as never answered
+            self.late.append((iq_id, sent))
         elif top.attrs.get("type") == "result":
             tally.results += 1
+            self.results.append((sent.at, now))
+        elif top.app_condition == "not-connected":
+            tally.bounced[top.condition or "(no condition)"] += 1
         else:
             tally.errors[top.condition or "(no condition)"] += 1
         if top.attrs.get("from") != sent.to:
@@ -132,13 +162,15 @@ class Requester:
 
 
 class Resource:
-    """One of the target's resources: answers IQs (mostly at once, some after a while)."""
+    """One of the target's resources: answers IQs (mostly at once, some after a while), and notes
+    in ``reached`` (shared by all) the name of every request that reached it."""
 
-    def __init__(self, client: Client, rng: random.Random) -> None:
+    def __init__(self, client: Client, rng: random.Random, reached: set[str]) -> None:
         self.client = client
         self.rng = rng
         self.stalled = False
         self.held: set[str] = set()
+        self.reached = reached
         client.on_top = self.on_top
 
     @property
@@ -155,6 +187,8 @@ class Resource:
             return
         key = attrs.get("id", "")
         self.held.add(key)
+        if top.child_attrs is not None and "n" in top.child_attrs:
+            self.reached.add(top.child_attrs["n"])
         if self.stalled:
             return
         roll = self.rng.random()
@@ -179,6 +213,17 @@ class Resource:
 
 
 @dataclass
+class Kill:
+    """One SIGKILL of the active instance (monotonic times)."""
+
+    at: float
+    #: When the standby logged that it took over, and when the first request sent after the
+    #: kill got its result.
+    takeover: float
+    first_result: float | None = None
+
+
+@dataclass
 class Churn:
     joins: int = 0
     leaves: int = 0
@@ -200,6 +245,11 @@ class Soak:
         self.rss: list[tuple[str, int]] = []
         self.proxies: list[ProxyProcess] = []
         self.restart_note = ""
+        #: With --kill: the instance standing by, and every kill.
+        self.standby: ProxyProcess | None = None
+        self.kills: list[Kill] = []
+        #: The names of the requests that reached a target resource.
+        self.reached: set[str] = set()
         #: Unanswered requests the stopping proxy logged as arriving after its end of stream.
         self.after_end = 0
         #: Fresh connections the stopping proxy made to answer those.
@@ -219,7 +269,7 @@ class Soak:
             self.churn.failed_joins += 1
             self.log(f"join {jid} failed: {exc}")
             return
-        resource = Resource(client, random.Random(self.rng.random()))
+        resource = Resource(client, random.Random(self.rng.random()), self.reached)
         client.send("<presence/>")
         self.resources.append(resource)
         self.churn.joins += 1
@@ -276,6 +326,26 @@ class Soak:
         await asyncio.sleep(2)
         self.sample_rss("run 2 start")
 
+    async def start_standby(self) -> None:
+        self.standby = self.start_proxy()
+        await asyncio.to_thread(self.standby.wait_for, "standby:", 1, 30.0)
+
+    async def kill_at(self, when: float) -> None:
+        """SIGKILL the active instance at ``when``; the standby takes over, and the killed one
+        comes back to stand by (as systemd's Restart= would start it again)."""
+        await asyncio.sleep(max(0.0, when - time.monotonic()))
+        victim, standby = self.proxy, self.standby
+        assert victim is not None and standby is not None
+        killed = time.monotonic()
+        os.kill(victim.pid, signal.SIGKILL)
+        await asyncio.to_thread(victim.process.wait)
+        await asyncio.to_thread(standby.wait_for, "standby.takeover", 1, 30.0)
+        took = time.monotonic() - killed
+        self.kills.append(Kill(killed, took))
+        self.log(f"killed the active proxy (SIGKILL); the standby took over in {took:.2f} s")
+        self.proxy = standby
+        await self.start_standby()
+
     async def run(self) -> tuple[Requester, int]:
         args = self.args
         self.started = time.monotonic()
@@ -283,27 +353,33 @@ class Soak:
             await self.join()
         self.proxy = self.start_proxy()
         await asyncio.to_thread(self.proxy.wait_for, "resource.online", 2, 30.0)
+        if args.kill:
+            await self.start_standby()
         client = await login("127.0.0.1", self.server.c2s_port, REQUESTER, PASSWORD)
         deadline = args.request_timeout + args.margin
         requester = Requester(client, args.rate, deadline, random.Random(args.seed + 1))
         self.log(f"load: {args.rate:g} requests/s for {args.duration:g} s")
         begin = time.monotonic()
         until = begin + args.duration
-        tasks = [
-            asyncio.create_task(self.churn_loop(until)),
-            asyncio.create_task(self.restart_at(begin + args.duration * args.restart_at)),
-        ]
+        tasks = [asyncio.create_task(self.churn_loop(until))]
+        if args.kill:
+            spacing = args.duration / (args.kills + 1)
+            when = [begin + spacing * (i + 1) for i in range(args.kills)]
+            tasks.append(asyncio.create_task(self.kill_loop(when)))
+        else:
+            when = begin + args.duration * args.restart_at
+            tasks.append(asyncio.create_task(self.restart_at(when)))
 
         async def first_sample() -> None:
             await asyncio.sleep(min(2.0, args.duration / 10))
-            self.sample_rss("run 1 start")
+            self.sample_rss("start" if args.kill else "run 1 start")
 
         tasks.append(asyncio.create_task(first_sample()))
         await requester.run(until)
         for task in tasks:
             with contextlib.suppress(Exception):
                 await task
-        self.sample_rss("run 2 end")
+        self.sample_rss("end" if args.kill else "run 2 end")
         # Wait for the last answers: every request has request_timeout + margin.
         self.log(f"load stopped; waiting up to {deadline:g} s for the last answers")
         last = time.monotonic() + deadline
@@ -332,18 +408,54 @@ class Soak:
         await asyncio.sleep(0.2)
         return requester, unanswered
 
+    async def kill_loop(self, times: list[float]) -> None:
+        for when in times:
+            await self.kill_at(when)
+
     def stop(self) -> None:
-        if self.proxy is not None:
-            self.proxy.stop()
+        for proxy in (self.proxy, self.standby):
+            if proxy is not None:
+                proxy.stop()
 
 
 def _mib(kib: int) -> str:
     return f"{kib / 1024:.1f} MiB"
 
 
+@dataclass
+class Losses:
+    """The requests never answered, by cause (with --kill, where a SIGKILL explains some)."""
+
+    #: Reached a target resource through an instance that was then killed: the reply came back
+    #: to an instance that never saw the request (or to none), which cannot deliver it.
+    forwarded: int = 0
+    #: Never reached a target resource: lost with a killed instance (still in its connection,
+    #: or read and not yet forwarded).
+    swallowed: int = 0
+    #: Neither sent shortly before a kill nor before its takeover was over: a fault.
+    unexplained: list[str] = field(default_factory=list)
+
+
+def losses(soak: Soak, requester: Requester, deadline: float) -> Losses:
+    """Sort the requests never answered by cause. A kill explains the loss of a request sent
+    from ``deadline`` before it (the dead instance may have held it that long) to a second after
+    its standby took over."""
+    found = Losses()
+    lost = [*requester.pending.items(), *requester.late]
+    for iq_id, sent in lost:
+        if iq_id in soak.reached:
+            found.forwarded += 1
+        else:
+            found.swallowed += 1
+        if not any(k.at - deadline <= sent.at <= k.at + k.takeover + 1.0 for k in soak.kills):
+            found.unexplained.append(iq_id)
+    return found
+
+
 def report(soak: Soak, requester: Requester, unanswered: int, args: argparse.Namespace) -> int:
     t = requester.tally
     errors = sum(t.errors.values())
+    bounced = sum(t.bounced.values())
     churn = soak.churn
     lat = sorted(t.latencies)
 
@@ -360,7 +472,21 @@ def report(soak: Soak, requester: Requester, unanswered: int, args: argparse.Nam
         f"disconnects holding {churn.held_at_drop} requests between them"
         + (f", {churn.failed_joins} failed joins" if churn.failed_joins else "")
     )
-    print(f"restart: {soak.restart_note or 'did not happen'}")
+    if args.kill:
+        for kill in soak.kills:
+            later = [done for sent, done in requester.results if sent >= kill.at]
+            kill.first_result = min(later) - kill.at if later else None
+        takeovers = ", ".join(f"{k.takeover:.2f}" for k in soak.kills) or "-"
+        firsts = ", ".join(
+            f"{k.first_result:.2f}" if k.first_result is not None else "-" for k in soak.kills
+        )
+        print(
+            f"kills: {len(soak.kills)} of {args.kills} (SIGKILL of the active instance, a "
+            f"standby running); standby.takeover after {takeovers} s; the first result to a "
+            f"request sent after the kill after {firsts} s"
+        )
+    else:
+        print(f"restart: {soak.restart_note or 'did not happen'}")
     if soak.flushed:
         print(
             f"    the stopping proxy reconnected {soak.flushed} time(s) to answer requests that "
@@ -371,26 +497,47 @@ def report(soak: Soak, requester: Requester, unanswered: int, args: argparse.Nam
     print(f"answered with an error:   {errors:>8,}")
     for condition, count in t.errors.most_common():
         print(f"    {condition:<26}{count:>6,}")
+    print(
+        f"bounced by Prosody:       {bounced:>8,}  (no instance held the component: "
+        + (", ".join(f"{c} {n:,}" for c, n in t.bounced.most_common()) or "none")
+        + ")"
+    )
     print(f"never answered:           {unanswered:>8,}" + (f" ({t.late} late)" if t.late else ""))
     if soak.after_end:
         print(
             f"    {soak.after_end} of them reached the stopping proxy after it had sent its end of "
             "stream, and it could not send their answers even on a fresh connection (stop.lost)"
         )
+    found = losses(soak, requester, args.request_timeout + args.margin)
+    if args.kill:
+        print(
+            f"    {found.forwarded:,} forwarded to the target by an instance then killed: the "
+            "reply came back to an instance that never saw the request (or to none); known "
+            "loss until forwarded ids are sealed"
+        )
+        print(
+            f"    {found.swallowed:,} never reached the target: lost with the killed instance "
+            "(still in its connection, or read and not yet forwarded)"
+        )
+        print(f"    {len(found.unexplained):,} not explained by a kill")
+        for iq_id in found.unexplained[:10]:
+            print(f"        {iq_id}")
     print(
         f"duplicates {t.duplicates}, strays {t.strays}, from another address "
         f"{t.wrong_sender}; requester stayed connected: {'no' if requester.lost else 'yes'}"
     )
     print(f"latency: p50 {pct(0.5)}, p99 {pct(0.99)}, max {pct(1.0)}")
     print("proxy RSS: " + ", ".join(f"{label} {_mib(kib)}" for label, kib in soak.rss))
-    accounted = t.results + errors + unanswered
+    accounted = t.results + errors + bounced + unanswered
+    lost_ok = not found.unexplained if args.kill else unanswered == 0
     ok = (
-        unanswered == 0
+        lost_ok
         and t.duplicates == 0
         and t.strays == 0
         and t.wrong_sender == 0
         and not requester.lost
         and accounted == t.sent
+        and (not args.kill or len(soak.kills) == args.kills)
     )
     print("soak: OK" if ok else "soak: FAILED")
     return 0 if ok else 1
@@ -451,6 +598,14 @@ def main() -> int:
     parser.add_argument("--churn-max", type=float, default=5.0)
     parser.add_argument(
         "--restart-at", type=float, default=0.5, help="when to restart the proxy (share of run)"
+    )
+    parser.add_argument(
+        "--kill",
+        action="store_true",
+        help="a standby beside the proxy, and SIGKILL instead of the restart: count by cause",
+    )
+    parser.add_argument(
+        "--kills", type=int, default=3, help="with --kill: how many, evenly spread (default 3)"
     )
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--event-loop", choices=("asyncio", "uvloop"), default=None)

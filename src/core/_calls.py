@@ -60,11 +60,15 @@ def call(w: Step, s: Stanza) -> None:
     # The payload goes to the user and is not needed again: the call keeps the addresses.
     kept = s._replace(payload=())
     size = footprint(kept)
-    w.calls = w.calls.set(
-        (user, ident), Call(seq, kept, w.now, w.now + cfg.request_timeout, user, size)
-    )
+    deadline = w.now + cfg.request_timeout
+    w.calls = w.calls.set((user, ident), Call(seq, kept, w.now, deadline, user, size))
     w.bytes_held += size
-    send(w, Stanza("iq", s.type, ident, cfg.proxy_domain, user, s.payload, None, None, s.extra))
+    send(
+        w,
+        Stanza("iq", s.type, ident, cfg.proxy_domain, user, s.payload, None, None, s.extra),
+        0,
+        deadline,
+    )
 
 
 def call_answered(w: Step, s: Stanza, user: str, measured: int = 0) -> None:

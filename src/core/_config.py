@@ -34,7 +34,8 @@ class ProxyConfig:
     retry_set: bool = False
     #: Most requests outstanding at once, over all requesters.
     max_outstanding: int = 10_000
-    #: Most requests outstanding at once from one requester (full JID).
+    #: Most requests outstanding at once from one requester: an account (bare JID), all its
+    #: resources together, so that fresh resource names do not make a fresh allowance.
     max_per_requester: int = 1_000
     #: Most bytes held on behalf of requesters at once: outstanding and parked requests (their
     #: payloads, kept while they may be sent again), outbound calls, answers held while the
@@ -42,7 +43,8 @@ class ProxyConfig:
     #: hold, so the count limit bites first in ordinary traffic, while 100 KB payloads (Prosody
     #: routes stanzas of up to 256 KiB from clients by default) can hold no more than that.
     max_outstanding_bytes: int = 64 * 1024 * 1024
-    #: Most bytes held for one requester (full JID): an eighth of the budget, so that one user
+    #: Most bytes held for one requester (an account, as above): an eighth of the budget, so
+    #: that one user
     #: cannot take it all.
     max_bytes_per_requester: int = 8 * 1024 * 1024
     #: After (re)connecting, how long a request that finds no resource online waits for the

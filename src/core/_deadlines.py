@@ -14,7 +14,7 @@ from ._messages import forget_route
 from ._policy import sweep
 from ._queue import entries, first
 from ._requests import refuse_parked, shut_down, time_out
-from ._state import ProxyState, QueueEntry, Step, Subscription
+from ._state import QueueEntry, Step, Subscription
 
 _INF = float("inf")
 
@@ -64,26 +64,12 @@ def expire(w: Step) -> None:
         sweep(w)
 
 
-def next_deadline(w: Step, before: ProxyState) -> float | None:
+def next_deadline(w: Step) -> float | None:
     """When the machine next needs :class:`~client_proxy.core.TimePassed` (None: never): the
     earliest of the first queue entry's deadline, the end of the resync grace while something
     waits for it (requests parked, or the subscription not answered yet), the end of a drain
-    still to come, and the rate limit's next sweep.
-
-    ``before`` is the state the step started from: when none of these can have moved (the same
-    session, the same sweep, the same entry still first in the queue, which keeps its deadline),
-    its deadline stands. That is most steps: a request joins the end of the queue, and a reply
-    answers a request other than the oldest."""
-    head = w.head
-    if (
-        head == before.head  # the first entry was not taken (_queue.dequeue moves head on)
-        and head < before.next_seq  # and there was one
-        and w.session is before.session
-        and w.sweep_at == before.sweep_at
-        and w.config is before.config  # a reload may have moved deadlines
-    ):
-        due = before.due
-        return None if due == _INF else due
+    still to come, and the rate limit's next sweep. (``step`` skips this when none of them can
+    have moved since the last step.)"""
     entry = first(w)
     deadline = None if entry is None else _deadline(w, entry)
     session = w.session

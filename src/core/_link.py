@@ -37,14 +37,17 @@ __all__ = [
 #: the chance that yet another request slips in behind it keeps shrinking.
 MAX_FLUSHES = 3
 
+_UP = Link.UP
 
-def send(w: Step, stanza: Stanza, measured: int = 0) -> None:
+
+def send(w: Step, stanza: Stanza, measured: int = 0, until: float | None = None) -> None:
     """Send ``stanza`` on the component stream now, or, while the stream cannot carry it (down,
     or ended by the proxy), hold it until a stream is up again, counting its bytes (``measured``
-    for what came from the network, see ``_stanzas.footprint``) against the budget."""
+    for what came from the network, see ``_stanzas.footprint``) against the budget. ``until``:
+    see :class:`~client_proxy.core.SendStanza` (a request's deadline)."""
     session = w.session
-    if session.link is Link.UP:
-        w.out.append(build(SendStanza, (stanza,)))
+    if session.link is _UP:
+        w.out.append(build(SendStanza, (stanza, until)))
     elif len(session.held) < 2 * w.config.max_outstanding:
         # Requests and calls are each bounded by max_outstanding, and each gets one answer.
         size = footprint(stanza, measured)

@@ -124,6 +124,7 @@ from ._state import Link, ProxyState, Step, build
 __all__ = ["step"]
 
 _INF = float("inf")
+_CLOSING = Link.CLOSING
 _EVENTS = frozenset(
     {
         StanzaReceived,
@@ -145,34 +146,38 @@ def step(state: ProxyState, event: Event) -> Transition:
     network can produce raises. Only a caller's misuse (an event that is not one of
     :data:`Event`) raises TypeError.
     """
-    if type(event) not in _EVENTS:
-        raise TypeError(f"not a client-proxy event: {event!r}")
-    w = Step(state, event.now)
-    if isinstance(event, ConnectionLost):
-        # The link goes first: an answer falling due in this very step cannot be sent on a
-        # stream that is gone, so it must be held (found by the whole-system properties, with a
-        # timer firing late, as the embedding contract allows).
-        disconnected(w)
-    # Deadlines first: a reply that arrives after its request's deadline finds it answered.
-    if w.now >= state.due:
-        expire(w)
-    if isinstance(event, StanzaReceived):
-        if w.session.link is Link.CLOSING:
+    if type(event) is StanzaReceived:  # nearly every step
+        w = Step(state, event.now)
+        # Deadlines first: a reply that arrives after its request's deadline finds it answered.
+        if w.now >= state.due:
+            expire(w)
+        if w.session.link is _CLOSING:
             late_arrival(w, event.stanza)
         _received(w, event.stanza, event.size)
-    elif isinstance(event, ConnectionUp):
-        connected(w)
-    elif isinstance(event, StopRequested):
-        stop(w, event.drain)
-        # A stop with no drain is due at once. No other event brings a deadline to `now`:
-        # new entries are due `request_timeout` later, and parking only happens before
-        # sync_until.
-        expire(w)
-    elif isinstance(event, EndOfStreamSent):
-        end_of_stream(w)
-    elif isinstance(event, ConfigChanged):
-        reconfigure(w, event.config)
-        expire(w)  # a shorter request_timeout may have brought deadlines to now
+    elif type(event) in _EVENTS:
+        w = Step(state, event.now)
+        if isinstance(event, ConnectionLost):
+            # The link goes first: an answer falling due in this very step cannot be sent on a
+            # stream that is gone, so it must be held (found by the whole-system properties,
+            # with a timer firing late, as the embedding contract allows).
+            disconnected(w)
+        if w.now >= state.due:
+            expire(w)
+        if isinstance(event, ConnectionUp):
+            connected(w)
+        elif isinstance(event, StopRequested):
+            stop(w, event.drain)
+            # A stop with no drain is due at once. No other event brings a deadline to `now`:
+            # new entries are due `request_timeout` later, and parking only happens before
+            # sync_until.
+            expire(w)
+        elif isinstance(event, EndOfStreamSent):
+            end_of_stream(w)
+        elif isinstance(event, ConfigChanged):
+            reconfigure(w, event.config)
+            expire(w)  # a shorter request_timeout may have brought deadlines to now
+    else:
+        raise TypeError(f"not a client-proxy event: {event!r}")
     now = w.now
     if now + w.config.request_timeout <= now:
         # A clock so large (or infinite) that adding the timeout changes nothing: what was
@@ -181,8 +186,22 @@ def step(state: ProxyState, event: Event) -> Transition:
     session = w.session
     if session.stop_at is not None and not session.stopped and not w.requests and not w.calls:
         stopped(w)
-    deadline = next_deadline(w, state)
-    w.due = _INF if deadline is None else deadline
+    # When none of the deadlines can have moved (the same session, sweep and config, and the
+    # first entry of the queue still there: _queue.dequeue moves head on when it goes), the
+    # last one stands; that is most steps. Else _deadlines.next_deadline works it out.
+    head = w.head
+    if (
+        head == state.head
+        and head < state.next_seq
+        and w.session is state.session
+        and w.sweep_at == state.sweep_at
+        and w.config is state.config
+    ):
+        due = state.due
+        deadline = None if due == _INF else due
+    else:
+        deadline = next_deadline(w)
+        w.due = _INF if deadline is None else deadline
     return build(Transition, (w.close(), tuple(w.out), deadline))
 
 

@@ -30,7 +30,7 @@ def message_to_target(w: Step, s: Stanza, sender: str) -> None:
     if s.type == "error":
         _error_from_user(w, s, sender)
         return
-    if not admit(w, s, sender):
+    if not admit(w, s, sender, bare(sender)):
         return
     problem = translation_problem(sender)
     if problem is not None:

@@ -35,9 +35,19 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 class SendStanza(NamedTuple):
-    """Send ``stanza`` on the component stream, exactly as given."""
+    """Send ``stanza`` on the component stream, exactly as given.
+
+    ``until`` is set on the requests the proxy sends (a user's request forwarded to the target,
+    and the target's own request to a user): the time at which that request is answered with a
+    timeout if nothing came back, after which sending it is of no use. While the connection
+    cannot take more (the server reads slower than the proxy writes), a transport may hold such
+    stanzas back, in their order, behind everything else, and drop those it still holds at
+    ``until``; the answers the proxy owes (``until`` None) are never held back, so that they
+    go out on time. Everything else is sent in the order given.
+    """
 
     stanza: Stanza
+    until: float | None = None
 
 
 class LogRecord(NamedTuple):

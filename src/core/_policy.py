@@ -69,10 +69,11 @@ def sweep_period(rate: float, burst: int) -> float:
     return max(1.0, burst / rate)
 
 
-def admit(w: Step, s: Stanza, requester: str) -> bool:
+def admit(w: Step, s: Stanza, requester: str, account: str) -> bool:
     """The checks every request and message from a user passes first, in this order: the allow
-    and deny lists (`forbidden`), shutting down (`service-unavailable`), the requester's rate
-    (`policy-violation`). Refuses ``s`` and returns False if one fails."""
+    and deny lists (`forbidden`), shutting down (`service-unavailable`), the rate of the
+    requester's ``account`` (its bare JID: all its resources share one rate; `policy-violation`).
+    Refuses ``s`` and returns False if one fails."""
     cfg = w.config
     if (cfg.deny and listed(requester, cfg.deny)) or (
         cfg.allow and not listed(requester, cfg.allow)
@@ -85,22 +86,23 @@ def admit(w: Step, s: Stanza, requester: str) -> bool:
     rate = cfg.rate_limit
     if rate > 0:
         now = w.now
-        tat = rate_check(w.rates.get(requester), now, rate, cfg.rate_burst)
+        tat = rate_check(w.rates.get(account), now, rate, cfg.rate_burst)
         if tat is None:
             refuse(w, s, TOO_FAST, "refused.rate_limit")
             return False
-        w.rates = w.rates.set(requester, tat)
+        w.rates = w.rates.set(account, tat)
         if w.sweep_at == float("inf"):
             w.sweep_at = now + sweep_period(rate, cfg.rate_burst)
     return True
 
 
-def within_caps(w: Step, s: Stanza, requester: str, size: int) -> tuple[int, int] | None:
+def within_caps(w: Step, s: Stanza, account: str, size: int) -> tuple[int, int] | None:
     """The caps on what is held for requesters, in requests and in bytes (``max_outstanding``
     and ``max_outstanding_bytes`` over all, ``max_per_requester`` and
-    ``max_bytes_per_requester`` per full JID; `resource-constraint`, wait): the requester's
-    (requests, bytes) so far if one more of ``size`` bytes fits, else None (``s`` has been
-    refused)."""
+    ``max_bytes_per_requester`` per ``account``, the requester's bare JID: its resources share
+    one allowance, so that cycling through fresh resource names gains nothing;
+    `resource-constraint`, wait): the account's (requests, bytes) so far if one more of
+    ``size`` bytes fits, else None (``s`` has been refused)."""
     cfg = w.config
     if len(w.requests) >= cfg.max_outstanding:
         refuse(w, s, TOO_MANY, "refused.limit_total")
@@ -108,7 +110,7 @@ def within_caps(w: Step, s: Stanza, requester: str, size: int) -> tuple[int, int
     if w.bytes_held + size > cfg.max_outstanding_bytes:
         refuse(w, s, TOO_MUCH, "refused.limit_bytes")
         return None
-    mine = w.per_requester.get(requester, _NOTHING)
+    mine = w.per_requester.get(account, _NOTHING)
     if mine[0] >= cfg.max_per_requester:
         refuse(w, s, TOO_MANY_FROM_YOU, "refused.limit_requester")
         return None

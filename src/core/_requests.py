@@ -19,6 +19,7 @@ from ._errors import (
     refuse,
 )
 from ._jat import translation_problem
+from ._jid import bare
 from ._link import send
 from ._outputs import ended
 from ._policy import admit, within_caps
@@ -50,7 +51,8 @@ def accept(w: Step, s: Stanza, requester: str, measured: int) -> None:
     park it (no resource known yet, within ``sync_grace`` of a connect), or make it outstanding
     and forward it to the chosen resource. Its payload is kept only while it may be sent again
     (parked, or :func:`retryable`); otherwise the proxy holds its addresses alone."""
-    if not admit(w, s, requester):
+    account = bare(requester)
+    if not admit(w, s, requester, account):
         return
     problem = translation_problem(requester)
     if problem is not None:
@@ -66,7 +68,7 @@ def accept(w: Step, s: Stanza, requester: str, measured: int) -> None:
         # Sent at once and never again: the payload need not be held.
         kept = _without_payload(s)
     size = footprint(s, measured) if kept is s else footprint(kept)
-    mine = within_caps(w, s, requester, size)
+    mine = within_caps(w, s, account, size)
     if mine is None:
         return
     resource: str | None = None
@@ -99,18 +101,18 @@ def accept(w: Step, s: Stanza, requester: str, measured: int) -> None:
         ),
     )
     w.requests = w.requests.set(key, o)
-    w.per_requester = w.per_requester.set(requester, (mine[0] + 1, mine[1] + size))
+    w.per_requester = w.per_requester.set(account, (mine[0] + 1, mine[1] + size))
     w.bytes_held += size
     if resource is None:
         w.session = w.session._replace(parked=(*w.session.parked, key))
         w.count("parked")
     else:
-        forward(w, s, resource)
+        forward(w, s, resource, o.deadline)
 
 
-def forward(w: Step, r: Stanza, resource: str) -> None:
+def forward(w: Step, r: Stanza, resource: str, deadline: float) -> None:
     """Send request ``r`` to ``resource``, from `proxy-domain/<requester>` (``_jat``), with the
-    same type, id and payload (mod_client_proxy's form)."""
+    same type, id and payload (mod_client_proxy's form); of no use after ``deadline``."""
     cfg = w.config
     if cfg.routing == "least-outstanding":
         w.load = w.load.set(resource, w.load.get(resource, 0) + 1)
@@ -125,7 +127,7 @@ def forward(w: Step, r: Stanza, resource: str) -> None:
         None,
         r.extra,
     )
-    send(w, build(Stanza, forwarded))
+    send(w, build(Stanza, forwarded), 0, deadline)
 
 
 def redispatch(w: Step, key: RequestKey, o: Outstanding, ready: tuple[TargetResource, ...]) -> None:
@@ -136,13 +138,13 @@ def redispatch(w: Step, key: RequestKey, o: Outstanding, ready: tuple[TargetReso
     resource = choose(w, ready, key[0])
     tried = o.tried if resource in o.tried else (*o.tried, resource)
     r = o.request
-    forward(w, r, resource)
+    forward(w, r, resource, o.deadline)
     size = o.size
     if not retryable(w, r):
         # A parked request, now sent for good: its payload need not be held any more.
         r = _without_payload(r)
         size = footprint(r)
-        _recount(w, key[0], size - o.size)
+        _recount(w, bare(key[0]), size - o.size)
     late = _take_late(w, key, resource)
     o = Outstanding(o.seq, r, o.since, o.deadline, resource, tried, late, size)
     w.requests = w.requests.set(key, o)
@@ -223,10 +225,10 @@ def _without_payload(r: Stanza) -> Stanza:
     return build(Stanza, (r.kind, r.type, r.id, r.from_, r.to, _NOT_KEPT, r.error, None, r.extra))
 
 
-def _recount(w: Step, requester: str, change: int) -> None:
-    """``change`` more bytes held for ``requester`` (a request's size changed)."""
-    count, size = w.per_requester[requester]
-    w.per_requester = w.per_requester.set(requester, (count, size + change))
+def _recount(w: Step, account: str, change: int) -> None:
+    """``change`` more bytes held for ``account`` (a request's size changed)."""
+    count, size = w.per_requester[account]
+    w.per_requester = w.per_requester.set(account, (count, size + change))
     w.bytes_held += change
 
 
@@ -237,12 +239,12 @@ def answer(
     ``outcome`` says how it ended (its metrics)."""
     w.requests = w.requests.delete(key)
     dequeue(w, o.seq)
-    requester = key[0]
-    count, size = w.per_requester[requester]
+    account = bare(key[0])
+    count, size = w.per_requester[account]
     w.per_requester = (
-        w.per_requester.set(requester, (count - 1, size - o.size))
+        w.per_requester.set(account, (count - 1, size - o.size))
         if count > 1
-        else w.per_requester.delete(requester)
+        else w.per_requester.delete(account)
     )
     w.bytes_held -= o.size
     if o.resource is None:

@@ -216,16 +216,17 @@ class ProxyState(NamedTuple):
     at the end of ``_stanzas``). This class is the one place that lists its fields in order.
 
     ``requests`` maps (requester, id) to its :class:`Outstanding`; ``per_requester`` gives each
-    requester's (requests, bytes) for the per-requester limits. ``bytes_held`` is everything
-    counted against the byte budget: the requests' and calls' sizes and the session's
-    ``held_bytes``. ``queue`` (see ``_queue``) orders everything that
+    requester's account (bare JID) its (requests, bytes), for the per-requester limits.
+    ``bytes_held`` is everything counted against the byte budget: the requests' and calls'
+    sizes and the session's ``held_bytes``. ``queue`` (see ``_queue``) orders everything that
     waits for a deadline: requests, ``calls`` (IQs the target started towards users) and
     ``routes`` (messages from the target whose error may come back); ``head`` is the sequence
     number from which to look for the next entry to expire, ``next_seq`` the next to hand out.
     ``lates`` remembers which resource still holds requests that timed out (see
     :class:`LateReply`). ``rng`` is the seeded choice's generator (``_routing``), ``turn``
     `round-robin`'s counter, ``load`` requests per resource (for `least-outstanding` only).
-    ``rates`` holds the rate limit's per-requester TAT (``_policy``), swept at ``sweep_at``.
+    ``rates`` holds the rate limit's TAT per requester account (``_policy``), swept at
+    ``sweep_at``.
     ``due`` is the last transition's deadline (inf: none): a step before it has nothing to
     expire, and skips looking.
     """

@@ -17,6 +17,7 @@ from client_proxy.core import Stanza, StanzaError
 __all__ = [
     "STANZAS_NS",
     "from_element",
+    "read_stanza",
     "size_of",
     "to_element",
     "to_text",
@@ -42,35 +43,57 @@ def size_of(xml: Element) -> int:
     anything again."""
     size = 0
     for element in xml.iter():
-        size += len(element.tag) + len(element.text or "") + len(element.tail or "")
-        for name, value in element.attrib.items():
-            size += len(name) + len(value)
+        text = element.text
+        tail = element.tail
+        size += len(element.tag)
+        if text:
+            size += len(text)
+        if tail:
+            size += len(tail)
+        attrib = element.attrib
+        if attrib:
+            for name, value in attrib.items():
+                size += len(name) + len(value)
     return size
 
 
 def from_element(xml: Element) -> Stanza | None:
     """The core's view of a stanza element, or None if it is not iq, message or presence."""
-    kind = _local(xml.tag)
+    read = read_stanza(xml)
+    return None if read is None else read[0]
+
+
+def read_stanza(xml: Element) -> tuple[Stanza, int] | None:
+    """The core's view of a stanza element and its :func:`size_of`, in one pass (this runs for
+    every stanza read), or None if it is not iq, message or presence."""
+    tag = xml.tag
+    kind = tag.rpartition("}")[2]
     if kind not in _KINDS:
         return None
     attrib = xml.attrib
     payload = tuple(xml)
+    size = len(tag) + len(xml.text or "") + len(xml.tail or "")
+    for name, value in attrib.items():
+        size += len(name) + len(value)
     error: StanzaError | None = None
     priority: str | None = None
     stype = attrib.get("type")
-    if stype == "error":
-        error = _error_summary(payload)
-    if kind == "presence":
+    if payload:
         for child in payload:
-            if _local(child.tag) == "priority":
-                priority = child.text or ""
-                break
+            size += size_of(child)
+        if stype == "error":
+            error = _error_summary(payload)
+        if kind == "presence":
+            for child in payload:
+                if _local(child.tag) == "priority":
+                    priority = child.text or ""
+                    break
     extra = (
         ()
         if _ROUTING.issuperset(attrib)
         else tuple((k, v) for k, v in attrib.items() if k not in _ROUTING)
     )
-    return Stanza(
+    stanza = Stanza(
         kind,  # type: ignore[arg-type]  # checked against _KINDS above
         stype,
         attrib.get("id"),
@@ -81,6 +104,7 @@ def from_element(xml: Element) -> Stanza | None:
         priority,
         extra,
     )
+    return stanza, size
 
 
 def _error_summary(payload: tuple[Element, ...]) -> StanzaError | None:
@@ -184,20 +208,33 @@ def _write_attributes(items: object, out: list[str]) -> None:
 # function call costs more than the check itself) and appends whole pieces rather than parts.
 
 
+#: A tag's pieces of text, by tag: its namespace, its start in its parent's namespace, its start
+#: in another (declaring its own), and its end tag. Payloads repeat a few tags over and over, so
+#: splitting and quoting each once saves most of what writing an element costs. Emptied when it
+#: holds _TAGS_MAX (a peer can send any number of distinct tags).
+_TAGS: dict[str, tuple[str, str, str, str]] = {}
+_TAGS_MAX = 4096
+
+
+def _tag_text(tag: str) -> tuple[str, str, str, str]:
+    if tag[:1] == "{":
+        namespace, _, name = tag[1:].partition("}")
+    else:
+        namespace, name = "", tag
+    if len(_TAGS) >= _TAGS_MAX:
+        _TAGS.clear()
+    text = _TAGS[tag] = (namespace, "<" + name, f"<{name} xmlns='{_attr(namespace)}'", f"</{name}>")
+    return text
+
+
 def _write_element(el: Element, parent_ns: str, out: list[str]) -> None:
     tag = el.tag
     if not isinstance(tag, str):  # a comment or processing instruction: not part of a stanza
         if el.tail:
             out.append(_text(el.tail))
         return
-    if tag[:1] == "{":
-        namespace, _, name = tag[1:].partition("}")
-    else:
-        namespace, name = "", tag
-    if namespace == parent_ns:
-        out.append("<" + name)
-    else:
-        out.append(f"<{name} xmlns='{_attr(namespace)}'")
+    namespace, start, start_declared, end = _TAGS.get(tag) or _tag_text(tag)
+    out.append(start if namespace == parent_ns else start_declared)
     attrib = el.attrib
     if attrib:
         _write_attributes(attrib.items(), out)
@@ -209,11 +246,11 @@ def _write_element(el: Element, parent_ns: str, out: list[str]) -> None:
             out.append(">")
         for child in el:
             _write_element(child, namespace, out)
-        out.append(f"</{name}>")
+        out.append(end)
     elif text:
         if _text_special(text):
             text = text.translate(_TEXT_ESCAPES)
-        out.append(f">{text}</{name}>")
+        out.append(">" + text + end)
     else:
         out.append("/>")
     tail = el.tail
@@ -228,26 +265,32 @@ def to_text(stanza: Stanza, namespace: str) -> str:
     kind, type_, id_, from_, to = stanza.kind, stanza.type, stanza.id, stanza.from_, stanza.to
     if _attr_special(f"{type_}{id_}{from_}{to}"):
         type_, id_, from_, to = (None if v is None else _attr(v) for v in (type_, id_, from_, to))
-    head = "<" + kind
-    if type_ is not None:
-        head += f" type='{type_}'"
-    if id_ is not None:
-        head += f" id='{id_}'"
-    if from_ is not None:
-        head += f" from='{from_}'"
-    if to is not None:
-        head += f" to='{to}'"
+    if type_ is not None and id_ is not None and from_ is not None and to is not None:
+        head = f"<{kind} type='{type_}' id='{id_}' from='{from_}' to='{to}'"  # nearly all
+    else:
+        head = "<" + kind
+        if type_ is not None:
+            head += f" type='{type_}'"
+        if id_ is not None:
+            head += f" id='{id_}'"
+        if from_ is not None:
+            head += f" from='{from_}'"
+        if to is not None:
+            head += f" to='{to}'"
     out = [head]
     if stanza.extra:
         _write_attributes(stanza.extra, out)
     payload = stanza.payload
-    children: tuple[Element, ...] = payload if isinstance(payload, tuple) else ()
     err = stanza.error
-    if err is not None and any(_local(c.tag) == "error" for c in children):
-        err = None
-    if not children and err is None:
-        out.append("/>")
-        return "".join(out)
+    if type(payload) is not tuple or not payload:
+        if err is None:
+            out.append("/>")
+            return "".join(out)
+        children: tuple[Element, ...] = ()
+    else:
+        children = payload
+        if err is not None and any(_local(c.tag) == "error" for c in children):
+            err = None
     out.append(">")
     for child in children:
         _write_element(child, namespace, out)

@@ -42,14 +42,14 @@ from slixmpp.stanza.stream_error import StreamError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher.base import MatcherBase
 
-from .codec import from_element, size_of, to_text
+from .codec import read_stanza, to_text
 from .config import Settings
 from .health import status_line
 from .metrics import Metrics, MetricsServer
 from .notify import Notifier
 from .reload import reload_config
 
-__all__ = ["EX_CONFIG", "FATAL_AT_FIRST", "Daemon", "run"]
+__all__ = ["EX_CONFIG", "FATAL_AT_FIRST", "STANDBY_RETRY", "Daemon", "run"]
 
 log = logging.getLogger("client_proxy")
 
@@ -59,6 +59,16 @@ EX_CONFIG = 78
 #: Stream errors (RFC 6120 §4.9.3) that, at the first connection, mean the config is wrong:
 #: a bad secret (not-authorized), a component the server does not know (host-unknown).
 FATAL_AT_FIRST = frozenset({"not-authorized", "host-unknown"})
+#: Seconds between attempts while the server refuses the component with the stream error
+#: `conflict` (RFC 6120 §4.9.3.3) because another connection holds it: a standby. Prosody 0.12
+#: does that after the handshake (mod_component's default `component_conflict_resolve =
+#: "kick_new"`) and lets the next attempt in as soon as the holder's connection is gone, so the
+#: standby takes over at most this long after the active instance dies (measured: README,
+#: docs/deploy.md "Standby"). Fixed and short rather than the growing backoff of other
+#: failures: here the refusal is the normal state, and the moment it ends is the moment to be
+#: back. Each attempt costs the server a TCP connection and a handshake, and Prosody logs one
+#: error line for it ("Second component attempted to connect, denying connection").
+STANDBY_RETRY = 1.0
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -126,8 +136,9 @@ _READ_SIZE = 256 * 1024
 
 #: Flow control on the component connection (asyncio's pause_writing/resume_writing): above
 #: this many bytes in the transport's write buffer the server is reading what the proxy writes
-#: more slowly than it comes, and new requests (IQ get/set: forwards and the target's outbound
-#: calls, the stanzas that carry large payloads) wait in the daemon's own queue, written in
+#: more slowly than it comes, and the stanzas the core says may wait (SendStanza.until: the
+#: requests it sends, forwards and the target's outbound calls, which carry the large
+#: payloads) wait in the daemon's own queue, written in
 #: order once the buffer is down to the low mark. Everything else, above all the answers the
 #: proxy owes (timeouts included), is written at once, ahead of them. Measured before: with
 #: 100 KB requests and Prosody reading the component connection at about 3 MB/s, forwards piled
@@ -148,8 +159,19 @@ SEND_BUFFER = 256 * 1024
 DEFERRED_MAX = 10_000
 
 
-#: The stanzas that wait while the write buffer is above the high mark (see WRITE_HIGH_WATER).
-_REQUESTS = frozenset({"get", "set"})
+def _ends_only(parser: Any) -> bool:
+    """Make ``parser`` (slixmpp's ``XMLPullParser(("start", "end"))``) report the end of each
+    element only, from the next bytes it is fed; False if this Python's ElementTree has not the
+    internals for it (``XMLPullParser._events_queue`` and ``XMLParser._setevents``, there since
+    Python 3.4), and then nothing changes. The daemon reads the queue itself (_read_ends): an
+    ElementTree generator and a "start" event per element cost more than the rest of reading
+    a stanza (measured with sys.settrace: 438 of 3,486 bytecodes per request and its reply)."""
+    queue = getattr(parser, "_events_queue", None)
+    setevents = getattr(getattr(parser, "_parser", None), "_setevents", None)
+    if queue is None or setevents is None:
+        return False
+    setevents(queue, ("end",))
+    return True
 
 
 class _Component(ComponentXMPP, asyncio.BufferedProtocol):  # type: ignore[misc]
@@ -183,6 +205,9 @@ class _Component(ComponentXMPP, asyncio.BufferedProtocol):  # type: ignore[misc]
         self.batch: list[str] | None = None
         self.on_end_of_stream: Any = None
         self._read_buffer = memoryview(bytearray(_READ_SIZE))
+        #: The parser that reports element ends only (see _read_ends); slixmpp makes a new
+        #: parser for each connection.
+        self._ends_only: Any = None
         #: The write buffer is above the high mark (see WRITE_HIGH_WATER); how many times so far.
         self.congested = False
         self.congestions = 0
@@ -267,6 +292,9 @@ class _Component(ComponentXMPP, asyncio.BufferedProtocol):  # type: ignore[misc]
         # slixmpp 1.17's XMLStream.data_received, less what it spends on each parser event (a
         # typing.cast call and a second test of the event's kind), and with the daemon's
         # stanzas handed over at once: this runs at every wake-up of the proxy.
+        if parser is self._ends_only:
+            self._read_ends(parser._events_queue)
+            return
         on_element = self.on_element
         stanza_tags = self._stanza_tags
         for event, xml in parser.read_events():
@@ -289,6 +317,41 @@ class _Component(ComponentXMPP, asyncio.BufferedProtocol):  # type: ignore[misc]
                 self.disconnect_reason = "End of stream"
                 self.abort()
                 return
+        if self.xml_depth == 1 and _ends_only(parser):
+            self._ends_only = parser
+
+    def _read_ends(self, queue: Any) -> None:
+        # Once the stream's header is in, the parser reports the end of each element only (see
+        # _ends_only), and the events need not be looked at one by one. The parser adds each
+        # element to its parent when it starts, and the root is emptied of the stanzas read
+        # after each read: the root's children are the stanzas begun since, in order, and all
+        # but the last have ended (siblings cannot overlap). The last has ended too if its end
+        # is the last event, or the root's own end (the server's end of stream) is.
+        if not queue:
+            return
+        error = queue.pop() if type(queue[-1]) is not tuple else None  # a ParseError: last
+        last = queue[-1][1] if queue else None
+        queue.clear()
+        root = self.xml_root
+        stanzas = root[:]
+        if stanzas and last is not stanzas[-1] and last is not root:
+            stanzas.pop()  # still being read
+        del root[: len(stanzas)]
+        on_element = self.on_element
+        stanza_tags = self._stanza_tags
+        for xml in stanzas:
+            if on_element is not None and xml.tag in stanza_tags:
+                on_element(xml)
+            else:
+                self._spawn_event(xml)
+                if self.xml_root is not root:  # the stream was reset meanwhile
+                    return
+        if last is root:  # the server's end of stream
+            self.xml_depth = 0
+            self.disconnect_reason = "End of stream"
+            self.abort()
+        elif error is not None:
+            raise error  # as XMLPullParser.read_events raises it, after the events before it
 
     def _handlers_for(self, event: str) -> list[Any]:
         names = {
@@ -326,6 +389,9 @@ class Daemon:
         self._jitter = random.Random(seed)
         #: The core asked for a fresh connection (Reconnect) and it is not up yet.
         self._flushing = False
+        #: Whether each stanza is logged (`--log-level debug`, set before the daemon starts):
+        #: read once, as asking the logger costs about a tenth of a stanza's handling.
+        self._debug = log.isEnabledFor(logging.DEBUG)
         #: Set by `run` when `metrics_listen` is: what the core reports is counted there.
         self.metrics: Metrics | None = None
         #: systemd's notification socket (does nothing when not under systemd).
@@ -335,9 +401,14 @@ class Daemon:
         self._session_seen: object = None
         #: A handshake has succeeded once: later refusals are retried, not fatal.
         self.connected_once = False
+        #: Since when (loop time) the server has refused us with `conflict`: standing by,
+        #: retrying every STANDBY_RETRY seconds; None when not standing by.
+        self.standby_since: float | None = None
+        #: READY=1 has been sent (at the first handshake, or on standing by).
+        self._ready_sent = False
         #: A reload asked for a connection under new settings: reconnect without backoff.
         self.reconnect_now = False
-        #: Requests waiting for the write buffer to drain: (when queued, the stanza).
+        #: Requests waiting for the write buffer to drain: (their SendStanza.until, the stanza).
         self._deferred: deque[tuple[float, Any]] = deque()
 
         xmpp = _Component(settings)
@@ -360,28 +431,33 @@ class Daemon:
         transition = step(self.state, event)
         self.state = transition.state
         for output in transition.outputs:
-            if isinstance(output, SendStanza):
-                self._send(output.stanza)
-                if output.stanza.kind == "message" and self.metrics is not None:
-                    self._count_message(output.stanza)
-            elif isinstance(output, RequestEnded):
+            kind = type(output)
+            if kind is SendStanza:
+                stanza = output.stanza
+                if self._deferred or self.xmpp.congested:
+                    self._send(stanza, output.until)  # requests may have to wait
+                else:
+                    self._send_now(stanza)
+                if self.metrics is not None and stanza.kind == "message":
+                    self._count_message(stanza)
+            elif kind is RequestEnded:
                 if self.metrics is not None:
                     self.metrics.request_ended(output)
-            elif isinstance(output, CountMetric):
+            elif kind is CountMetric:
                 self.counters[output.name] += 1
                 if self.metrics is not None:
                     self.metrics.count(output.name)
-            elif isinstance(output, LogRecord):
+            elif kind is LogRecord:
                 log.log(_LEVELS[output.level], "%s: %s", output.code, output.message)
-            elif isinstance(output, Stopped):
+            elif kind is Stopped:
                 self._on_stopped()
-            elif isinstance(output, Reconnect):
+            elif kind is Reconnect:
                 self._flushing = True
                 self.loop.call_soon(self.xmpp.connect)
         self._arm(transition.deadline)
         if self.state.session is not self._session_seen:
             self._session_seen = self.state.session
-            self.notifier.status(status_line(self.state))
+            self.notifier.status(status_line(self.state, self.standby))
 
     def _count_message(self, stanza: Any) -> None:
         # A message the core sends to a target resource came from a user; any other, from
@@ -425,7 +501,7 @@ class Daemon:
 
     def _send_now(self, stanza: Any) -> None:
         text = to_text(stanza, self._ns)
-        if log.isEnabledFor(logging.DEBUG):
+        if self._debug:
             log.debug(
                 "send %s type=%s id=%s from=%s to=%s",
                 stanza.kind,
@@ -440,13 +516,13 @@ class Daemon:
         else:
             self._write([text])
 
-    def _send(self, stanza: Any) -> None:
-        """Write ``stanza``, or queue it if it is a request and the server is slow to read."""
+    def _send(self, stanza: Any, until: float | None) -> None:
+        """Write ``stanza``, or, while the server is slow to read, queue it if the core says it
+        may wait (``until``, see SendStanza: the requests the proxy sends)."""
         deferred = self._deferred
-        if (deferred or self.xmpp.congested) and stanza.kind == "iq" and stanza.type in _REQUESTS:
-            now = self.loop.time()
-            self._drop_expired(now)
-            deferred.append((now, stanza))
+        if until is not None and (deferred or self.xmpp.congested):
+            self._drop_expired(self.loop.time())
+            deferred.append((until, stanza))
             if len(deferred) >= DEFERRED_MAX:
                 self.xmpp.pause_reading()
             return
@@ -455,21 +531,23 @@ class Daemon:
     def _write_deferred(self) -> None:
         """The write buffer has drained: write queued requests until it is full again."""
         deferred = self._deferred
-        self._drop_expired(self.loop.time())
+        now = self.loop.time()
         xmpp = self.xmpp
         while deferred and not xmpp.congested and xmpp.transport is not None:
-            _, stanza = deferred.popleft()
+            until, stanza = deferred.popleft()
+            if until <= now:
+                self.counters["send.expired"] += 1
+                continue
             self._write([to_text(stanza, self._ns)])
         if xmpp.reading_paused and len(deferred) < DEFERRED_MAX // 2:
             xmpp.resume_reading()
 
     def _drop_expired(self, now: float) -> None:
-        # A request queued request_timeout ago has been answered with a timeout by now (its
-        # deadline came at the latest request_timeout after the core read it): nobody waits for
-        # what the target would say, so it is not sent.
+        # What the core said is of no use after a time (SendStanza.until: its request has been
+        # answered with a timeout by then) is not sent. Dropped from the front; one further in
+        # (a request sent again elsewhere keeps its first deadline) goes when it comes to it.
         deferred = self._deferred
-        timeout = self.state.config.request_timeout
-        while deferred and deferred[0][0] + timeout <= now:
+        while deferred and deferred[0][0] <= now:
             deferred.popleft()
             self.counters["send.expired"] += 1
 
@@ -489,10 +567,11 @@ class Daemon:
         self._on_element(stanza.xml)
 
     def _on_element(self, xml: Element) -> None:
-        core_stanza = from_element(xml)
-        if core_stanza is None:
+        read = read_stanza(xml)
+        if read is None:
             return
-        if log.isEnabledFor(logging.DEBUG):
+        core_stanza, size = read
+        if self._debug:
             log.debug(
                 "recv %s type=%s id=%s from=%s to=%s",
                 core_stanza.kind,
@@ -501,7 +580,7 @@ class Daemon:
                 core_stanza.from_,
                 core_stanza.to,
             )
-        self.apply(StanzaReceived(self.loop.time(), core_stanza, size_of(xml)))
+        self.apply(StanzaReceived(self.loop.time(), core_stanza, size))
 
     def _on_session_start(self, _: Any) -> None:
         if self._stopping:
@@ -511,7 +590,15 @@ class Daemon:
             self.apply(ConnectionUp(self.loop.time()))
             self.xmpp.disconnect(wait=2.0)
             return
-        if self._last_failure is not None:
+        if self.standby_since is not None:
+            log.info(
+                "standby.takeover: the server accepted %s after %.1f s standing by: this "
+                "instance is now the active one",
+                self.settings.component,
+                self.loop.time() - self.standby_since,
+            )
+            self.standby_since = None
+        elif self._last_failure is not None:
             log.info("connection.restored: after %d failed attempt(s)", self._attempt)
         self._attempt = 0
         self._last_failure = None
@@ -520,7 +607,8 @@ class Daemon:
         if not first and self.metrics is not None:
             self.metrics.reconnected()
         self.apply(ConnectionUp(self.loop.time()))
-        if first:
+        if first and not self._ready_sent:
+            self._ready_sent = True
             self.notifier.ready()
 
     def _on_disconnected(self, reason: Any) -> None:
@@ -528,6 +616,15 @@ class Daemon:
         # the requests they carried (ConnectionLost).
         self.counters["send.failed"] += len(self._deferred)
         self._deferred.clear()
+        if self._flushing and self.state.session.link is Link.DOWN:
+            # The fresh connection the core asked for ended before its handshake completed
+            # (Prosody's `conflict`: a standby took the component the moment our stream ended):
+            # a failed attempt, as in _on_connection_failed; the core decides whether to ask
+            # again.
+            self._flushing = False
+            self.apply(ConnectionLost(self.loop.time()))
+            self._finish()
+            return
         if self.state.session.link is not Link.DOWN:
             self.apply(ConnectionLost(self.loop.time()))
         if self._stopping:
@@ -543,6 +640,8 @@ class Daemon:
     def _on_connection_failed(self, reason: Any) -> None:
         # slixmpp would retry on its own with waits growing to 300 s and no jitter; take over.
         self.xmpp.cancel_connection_attempt()
+        # The server itself is gone: back to the backoff, and a standby no more.
+        self._leave_standby()
         if self._flushing:
             # The fresh connection the core asked for did not come up: it decides whether to
             # ask again.
@@ -557,12 +656,11 @@ class Daemon:
 
     def _on_stream_error(self, error: Any) -> None:
         condition = error["condition"] if error is not None else "unknown"
-        if condition == "conflict":
-            message = (
-                f"the server still has a connection for {self.settings.component} (conflict); "
-                "retrying until it lets go"
-            )
-        elif condition == "not-authorized":
+        if condition == "conflict" and not self._stopping:
+            self._stand_by()
+            return
+        self._leave_standby()
+        if condition == "not-authorized":
             message = (
                 f"the server refused the handshake for {self.settings.component} "
                 "(not-authorized): check `secret` against the server's component secret"
@@ -584,6 +682,36 @@ class Daemon:
             return
         self._note_failure(f"stream.{condition}", message)
 
+    def _stand_by(self) -> None:
+        """The server refused the handshake with `conflict`: another connection holds the
+        component (another instance, or one of ours the server has not seen go yet). Stand by:
+        retry every STANDBY_RETRY seconds, and say so once, in the log, on /healthz and to
+        systemd (for which a standby has started as it should: READY=1)."""
+        if self.standby_since is not None:
+            return
+        self.standby_since = self.loop.time()
+        self._last_failure = None
+        log.info(
+            "standby: the server has another connection for %s (conflict): standing by, "
+            "trying every %g s to take over",
+            self.settings.component,
+            STANDBY_RETRY,
+        )
+        self.notifier.status(status_line(self.state, standby=True))
+        if not self._ready_sent:
+            self._ready_sent = True
+            self.notifier.ready()
+
+    def _leave_standby(self) -> None:
+        if self.standby_since is not None:
+            self.standby_since = None
+            self.notifier.status(status_line(self.state))
+
+    @property
+    def standby(self) -> bool:
+        """Standing by: the server refuses this instance because another holds the component."""
+        return self.standby_since is not None
+
     def _note_failure(self, key: str, message: str) -> None:
         # One line per kind of failure in a streak, not one per attempt.
         if key != self._last_failure:
@@ -592,6 +720,10 @@ class Daemon:
 
     def _schedule_reconnect(self, reason: str) -> None:
         if self._reconnect is not None or self._stopping:
+            return
+        if self.standby_since is not None:
+            log.debug("connection.retry: standing by, trying again in %g s", STANDBY_RETRY)
+            self._reconnect = self.loop.call_later(STANDBY_RETRY, self._connect)
             return
         cap = self.settings.reconnect_max_delay
         # Capped exponential backoff with full jitter: servers restarted under many proxies are
@@ -697,9 +829,11 @@ async def run(settings: Settings, config_path: str | None = None) -> int:
     daemon = Daemon(settings, loop)
     server = None
     if settings.metrics_listen is not None:
-        daemon.metrics = Metrics(lambda: daemon.state)
+        daemon.metrics = Metrics(lambda: daemon.state, lambda: daemon.standby)
         host, port = settings.metrics_listen
-        server = MetricsServer(daemon.metrics, lambda: daemon.state, host, port)
+        server = MetricsServer(
+            daemon.metrics, lambda: daemon.state, host, port, lambda: daemon.standby
+        )
         try:
             await server.start()
         except OSError as exc:

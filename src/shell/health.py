@@ -6,7 +6,10 @@ the target approved the subscription (so the proxy knows who is online), and at 
 online resource is eligible (its name matches ``resource_pattern``; one cooling down after
 failures still counts, since the core uses those when nothing else is left). Otherwise the
 first reason that holds, in that order, after ``stopping`` (a drain has begun: new requests
-are refused whatever else is true).
+are refused whatever else is true) and ``standby`` (the server refused the component with
+`conflict` because another connection holds it, see the daemon's STANDBY_RETRY: this instance
+serves nothing until that one goes, and a load balancer or an alert should see it as not
+serving, while the operator sees that this is by design rather than a broken link).
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ from client_proxy.core import Link, ProxyState, Subscription
 __all__ = ["REASONS", "health", "status_line"]
 
 #: Every reason ``health`` can give, as ``/healthz`` says it.
-REASONS = ("stopping", "link down", "subscription pending", "no eligible resource")
+REASONS = ("stopping", "standby", "link down", "subscription pending", "no eligible resource")
 
 
-def health(state: ProxyState) -> str | None:
-    """None when the proxy can serve; otherwise the one-line reason it cannot."""
+def health(state: ProxyState, standby: bool = False) -> str | None:
+    """None when the proxy can serve; otherwise the one-line reason it cannot. ``standby``: the
+    daemon is standing by (a shell fact: the core only sees a link that is down)."""
     session = state.session
     if session.stop_at is not None:
         return "stopping"
+    if standby:
+        return "standby"
     if session.link is not Link.UP:
         return "link down"
     if session.subscription is not Subscription.APPROVED:
@@ -33,10 +39,11 @@ def health(state: ProxyState) -> str | None:
     return None
 
 
-def status_line(state: ProxyState) -> str:
+def status_line(state: ProxyState, standby: bool = False) -> str:
     """What ``systemctl status`` shows: ready with the resources, or why not. It changes only
-    when the session does (link, subscription, resources, a stop), never per request."""
-    reason = health(state)
+    when the session does (link, subscription, resources, a stop) or the daemon stands by or
+    takes over, never per request."""
+    reason = health(state, standby)
     resources = state.session.resources
     eligible = sum(1 for r in resources if r.eligible)
     online = f"{len(resources)} resource(s) online, {eligible} eligible"

@@ -67,14 +67,21 @@ DURATION_BUCKETS = (
 _DROPPED = "dropped."
 
 
-class _StateGauges(Collector):
-    """The gauges, computed from the core's state at scrape time."""
+def _never() -> bool:
+    return False
 
-    def __init__(self, state: Callable[[], ProxyState]) -> None:
+
+class _StateGauges(Collector):
+    """The gauges, computed from the core's state (and whether the daemon stands by) at scrape
+    time."""
+
+    def __init__(self, state: Callable[[], ProxyState], standby: Callable[[], bool]) -> None:
         self._state = state
+        self._standby = standby
 
     def collect(self) -> Iterator[Metric]:
         state = self._state()
+        standby = self._standby()
         session = state.session
         resources = session.resources
         yield _gauge(
@@ -103,9 +110,14 @@ class _StateGauges(Collector):
             1 if session.subscription is Subscription.APPROVED else 0,
         )
         yield _gauge(
+            "client_proxy_standby",
+            "1 while the server refuses this instance because another holds the component.",
+            1 if standby else 0,
+        )
+        yield _gauge(
             "client_proxy_healthy",
             "1 when /healthz answers 200 ok.",
-            1 if health(state) is None else 0,
+            1 if health(state, standby) is None else 0,
         )
 
     def describe(self) -> Iterator[Metric]:
@@ -130,7 +142,9 @@ class Metrics:
     loop thread, so there is nothing to lock against.
     """
 
-    def __init__(self, state: Callable[[], ProxyState]) -> None:
+    def __init__(
+        self, state: Callable[[], ProxyState], standby: Callable[[], bool] = _never
+    ) -> None:
         self.requests: dict[tuple[str, str], int] = {}
         #: Inbound durations: one count per bucket of DURATION_BUCKETS, then one for +Inf (not
         #: cumulative: the exposition adds them up).
@@ -143,7 +157,7 @@ class Metrics:
         self.registry = registry
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             registry.register(collector)
-        registry.register(_StateGauges(state))
+        registry.register(_StateGauges(state, standby))
         registry.register(_Counts(self))
 
     def request_ended(self, ended: RequestEnded) -> None:
@@ -242,10 +256,16 @@ class MetricsServer:
     TIMEOUT = 10.0
 
     def __init__(
-        self, metrics: Metrics, state: Callable[[], ProxyState], host: str, port: int
+        self,
+        metrics: Metrics,
+        state: Callable[[], ProxyState],
+        host: str,
+        port: int,
+        standby: Callable[[], bool] = _never,
     ) -> None:
         self.metrics = metrics
         self._state = state
+        self._standby = standby
         self.host = host
         self.port = port
         self._server: asyncio.Server | None = None
@@ -316,7 +336,7 @@ class MetricsServer:
             body, content_type = self.metrics.exposition(headers.get("accept", ""))
             return "200 OK", content_type, body, head_only
         if path == "/healthz":
-            reason = health(self._state())
+            reason = health(self._state(), self._standby())
             if reason is None:
                 return "200 OK", "text/plain; charset=utf-8", b"ok\n", head_only
             body = f"{reason}\n".encode()

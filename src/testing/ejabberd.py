@@ -95,10 +95,14 @@ class Ejabberd:
         host: str = "localhost",
         components: dict[str, str] | None = None,
         log_level: str = "info",
+        extra_config: str = "",
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.host = host
         self.components = dict(components or {})
+        #: YAML appended to the generated ejabberd.yml: top-level options of a test's own
+        #: (``domain_balancing``, say), one per line, not indented.
+        self.extra_config = extra_config
         ports: set[int] = set()
         while len(ports) < 4:
             ports.add(free_port())
@@ -199,6 +203,8 @@ class Ejabberd:
             "  mod_admin_extra: {}",
             "",
         ]
+        if self.extra_config:
+            lines += [self.extra_config.rstrip("\n"), ""]
         return "\n".join(lines)
 
     def ctl_config_text(self) -> str:

@@ -24,6 +24,7 @@ from proxy_daemon import Daemon, toml_config
 from xmpp_clients import Requester, TargetResource
 
 __all__ = [
+    "BOUNCE_WITHOUT_PROXY",
     "HOST",
     "PASSWORD",
     "PROMPT",
@@ -39,6 +40,17 @@ __all__ = [
 SERVER_KINDS = ("prosody", "ejabberd")
 #: Either throwaway server: they have the same interface (ports, register, start, stop, ...).
 XmppServer = Prosody | Ejabberd
+
+#: What the server itself answers a stanza for the proxy's domain while no proxy is connected
+#: (DESIGN.md, "Server facts"; docs/deploy.md, "The gap"): the error's condition and type, from
+#: the address written to. Prosody says the component is not connected (with
+#: `<not-connected xmlns='xmpp:prosody.im/protocol/component'/>`); ejabberd, with s2s off as
+#: here, tries to route the domain as a remote server and refuses (with s2s on:
+#: remote-server-not-found, cancel).
+BOUNCE_WITHOUT_PROXY = {
+    "prosody": ("remote-server-timeout", "wait"),
+    "ejabberd": ("forbidden", "auth"),
+}
 
 PROXY_DOMAIN = "proxy.localhost"
 HOST = "localhost"
@@ -125,7 +137,13 @@ class ProxyEnv:
         return client
 
     async def resource(
-        self, name: str, *, jid: str | None = None, mode: str = "echo", delay: float = 0.0
+        self,
+        name: str,
+        *,
+        jid: str | None = None,
+        mode: str = "echo",
+        delay: float = 0.0,
+        priority: int | None = None,
     ) -> TargetResource:
         """A logged-in resource of the target account (approves the proxy's subscription)."""
         client = TargetResource(
@@ -136,17 +154,23 @@ class ProxyEnv:
             proxy_domain=PROXY_DOMAIN,
             mode=mode,  # type: ignore[arg-type]
             delay=delay,
+            priority=priority,
         )
         self.clients.append(client)
         await client.start()
         return client
 
     async def online(
-        self, daemon: Daemon, *names: str, mode: str = "echo", since: int | None = None
+        self,
+        daemon: Daemon,
+        *names: str,
+        mode: str = "echo",
+        since: int | None = None,
+        priority: int | None = None,
     ) -> list[TargetResource]:
         """Log in the target resources `names` and wait until the daemon reports each online."""
         mark = daemon.mark() if since is None else since
-        clients = [await self.resource(n, mode=mode) for n in names]
+        clients = [await self.resource(n, mode=mode, priority=priority) for n in names]
         for n in names:
             await self.wait_resource(daemon, "resource.online", n, since=mark)
         return clients

@@ -17,7 +17,15 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from proxy_env import PASSWORD, PROMPT, PROXY_DOMAIN, SECRET, ProxyEnv, wait_for
+from proxy_env import (
+    BOUNCE_WITHOUT_PROXY,
+    PASSWORD,
+    PROMPT,
+    PROXY_DOMAIN,
+    SECRET,
+    ProxyEnv,
+    wait_for,
+)
 from slixmpp.exceptions import IqError, IqTimeout
 from xmpp_clients import IqRecord, Requester, TargetResource, echo_payload, serialize
 
@@ -401,15 +409,6 @@ def test_proxy_restart_with_target_online(env: ProxyEnv) -> None:
         assert len(a.approved) == approvals  # no new approval was needed
 
     env.run(main)
-
-
-#: What the server itself answers a request to the proxy's domain while no proxy is connected
-#: (DESIGN.md, "Server facts"): Prosody says the component is not connected; ejabberd, with s2s
-#: off, tries to route the domain as a remote server and refuses.
-BOUNCE_WITHOUT_PROXY = {
-    "prosody": ("remote-server-timeout", "wait"),
-    "ejabberd": ("forbidden", "auth"),
-}
 
 
 def test_request_while_no_proxy_is_connected(env: ProxyEnv) -> None:

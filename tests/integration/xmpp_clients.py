@@ -99,6 +99,8 @@ class _Client(ClientXMPP):  # type: ignore[misc]
         #: Every <message> received once the session started, as text.
         self.messages: list[str] = []
         self.recording = False
+        #: The <priority/> of the initial presence (RFC 6121 §4.7.2.3); None: none sent.
+        self.priority: int | None = None
         self._changed = asyncio.Event()
         self._session: asyncio.Future[None] | None = None
         self.add_event_handler("session_start", self._on_session_start)
@@ -120,7 +122,7 @@ class _Client(ClientXMPP):  # type: ignore[misc]
 
     async def _on_session_start(self, _event: Any) -> None:
         await self.get_roster(timeout=10)
-        self.send_presence()
+        self.send_presence(ppriority=self.priority)
         self.recording = True
         if self._session is not None and not self._session.done():
             self._session.set_result(None)
@@ -251,8 +253,10 @@ class TargetResource(_Client):
         proxy_domain: str,
         mode: Mode = "echo",
         delay: float = 0.0,
+        priority: int | None = None,
     ) -> None:
         super().__init__(jid, password, host, port)
+        self.priority = priority
         self.proxy_domain = proxy_domain
         self.mode: Mode = mode
         self.delay = delay

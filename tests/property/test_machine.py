@@ -93,6 +93,13 @@ FAILURES = ("feature-not-implemented", "service-unavailable")
 #: proxy (``_errors.NOT_PROXIED``, ``_errors.BAD_REQUEST``). Every other error it makes up says why.
 UNEXPLAINED = frozenset({"feature-not-implemented", "bad-request"})
 
+
+def account(jid: str) -> str:
+    """The bare JID: what the per-requester limits count by (RFC 7622 §3.1: all before the
+    first `/`)."""
+    return jid.partition("/")[0]
+
+
 #: Presence types from the target, available (None) the commonest.
 PRESENCE_CHURN = (None, None, None, "unavailable", "unavailable", "error", "subscribed")
 PRESENCE_CHURN += ("unsubscribed", "unsubscribe", "probe")
@@ -573,11 +580,11 @@ class Model:
             return False
         if cfg.rate_limit > 0:
             interval = 1.0 / cfg.rate_limit
-            start = max(self.rates.get(requester, self.now), self.now)
+            start = max(self.rates.get(account(requester), self.now), self.now)
             if start - self.now > (cfg.rate_burst - 1) * interval + 1e-9:
                 self.refuse(s, "wait", "policy-violation", "refused.rate_limit")
                 return False
-            self.rates[requester] = start + interval
+            self.rates[account(requester)] = start + interval
         return True
 
     def candidates(self) -> list[str]:
@@ -593,7 +600,8 @@ class Model:
         key = (requester, s.id or "")
         if not self.admit(s, requester):
             return
-        mine = sum(1 for k in self.outstanding if k[0] == requester)
+        # The per-requester limits are per account: all the resources of a bare JID together.
+        mine = sum(1 for k in self.outstanding if account(k[0]) == account(requester))
         candidates = self.candidates()
         late = self.lates.get(key)
         if late is not None and len(candidates) > 1:
@@ -635,7 +643,10 @@ class Model:
         return self.config.retry_get if s.type == "get" else self.config.retry_set
 
     def bytes_of(self, requester: str) -> int:
-        return sum(r.size for k, r in self.outstanding.items() if k[0] == requester)
+        """What is held for ``requester``'s account (all its resources)."""
+        return sum(
+            r.size for k, r in self.outstanding.items() if account(k[0]) == account(requester)
+        )
 
     def bytes_total(self) -> int:
         """Everything the budget counts: requests, calls (their addresses), held answers."""
@@ -1118,6 +1129,7 @@ class ProxyMachine(RuleBasedStateMachine):
             assert isinstance(o.message, str) and o.message, f"a log record says nothing: {o}"
 
         self.check_outputs(event, sends, held_before)
+        self.check_until(t)
         self.check_timer(event, t)
         self.state = t.state
         self.last = t
@@ -1160,6 +1172,26 @@ class ProxyMachine(RuleBasedStateMachine):
             assert sender is not None and s.to == sender, f"stanza to a stranger: {s}"
             assert s.type == "error" and s.error is not None, f"not an error: {s}"
             assert s.id == event.stanza.id and s.from_ == event.stanza.to, s
+
+    def check_until(self, t: Transition) -> None:
+        """The requests the proxy sends (forwards to the target, the target's calls to users)
+        say until when they are of use: their deadline, the time they are answered with a
+        timeout; everything else (answers above all) must go out at once (SendStanza.until)."""
+        state = t.state
+        for o in t.outputs:
+            if not isinstance(o, SendStanza):
+                continue
+            s = o.stanza
+            if s.kind != "iq" or s.type not in ("get", "set"):
+                assert o.until is None, o
+            elif s.from_ == PROXY:  # a call: the user gets it from the proxy's domain
+                call = state.calls.get((s.to or "", s.id or ""))
+                assert o.until is not None and (call is None or o.until == call.deadline), o
+            else:  # a forward, from proxy-domain/<requester>
+                requester = (s.from_ or "").removeprefix(PROXY + "/")
+                request = state.requests.get((requester, s.id or ""))
+                assert o.until is not None, o
+                assert request is None or o.until == request.deadline, (o, request)
 
     def check_timer(self, event, t: Transition) -> None:
         """The deadline the transport is given is exactly the earliest of what waits for one
@@ -1212,13 +1244,13 @@ class ProxyMachine(RuleBasedStateMachine):
         self.broken = True
         s, cfg, m = self.state, self.config, self.model
         assert len(s.requests) <= cfg.max_outstanding
-        counts = Counter(requester for requester, _ in s.requests)
+        counts = Counter(account(requester) for requester, _ in s.requests)
         assert {r: n for r, (n, _size) in s.per_requester.items()} == dict(counts)
         # The byte budget: what is counted is the sum over what is held, requester by
         # requester and in all; the model predicts every size; no request took it past a cap.
         sizes: Counter[str] = Counter()
         for (requester, id_), o in s.requests.items():
-            sizes[requester] += o.size
+            sizes[account(requester)] += o.size
             assert o.size == m.outstanding[(requester, id_)].size
         assert {r: b for r, (_n, b) in s.per_requester.items()} == dict(sizes)
         calls = sum(c.size for c in s.calls.values())

@@ -97,14 +97,16 @@ def test_rate_limit_is_a_token_bucket_and_spares_others(
         tokens = min(float(burst), tokens + (now - last) * rate)
         last = now
         expected = "forwarded" if tokens >= 1.0 - 1e-9 else "policy-violation"
-        state, outcome = _outcome(state, "alice@example.org/phone", f"a{i}", now)
+        # Her resources share one bucket: the rate is per account (bare JID).
+        resource = ("phone", "laptop", f"fresh{i}")[i % 3]
+        state, outcome = _outcome(state, f"alice@example.org/{resource}", f"a{i}", now)
         # Float rounding at the exact boundary may go either way; elsewhere they agree.
         if abs(tokens - 1.0) > 1e-6:
             assert outcome == expected, (i, tokens)
         if outcome == "forwarded":
             tokens -= 1.0
         # Somebody else is never affected by alice's rate.
-        state, other = _outcome(state, f"bob@example.org/r{i}", f"b{i}", now)
+        state, other = _outcome(state, f"bob{i}@example.org/r", f"b{i}", now)
         assert other == "forwarded"
         state = _answer_all(state, now)
 

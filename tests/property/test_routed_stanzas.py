@@ -33,7 +33,7 @@ from collections import Counter
 from typing import Any
 
 from client_proxy.core import Link, TimePassed
-from client_proxy.shell.codec import from_element, to_text
+from client_proxy.shell.codec import from_element, read_stanza, size_of, to_text
 from client_proxy.shell.config import parse_settings
 from client_proxy.shell.daemon import Daemon
 from client_proxy.testing.component_server import ComponentServer
@@ -106,7 +106,10 @@ def test_the_codec_reads_and_writes_every_routed_stanza(routed: RoutedStanza) ->
         return  # not a stanza of this stream: the daemon hands it to slixmpp
     assert stanza is not None or routed.kind is None
     if stanza is None:
+        assert read_stanza(element) is None
         return
+    # What the daemon reads: the same stanza, and the size the byte budget counts.
+    assert read_stanza(element) == (stanza, size_of(element))
     assert routed.attrs == {
         k: v
         for k, v in (

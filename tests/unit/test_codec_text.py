@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from client_proxy.core import Stanza, StanzaError
+from client_proxy.shell import codec
 from client_proxy.shell.codec import from_element, size_of, to_element, to_text
 from hypothesis import given
 from hypothesis import strategies as st
@@ -138,3 +139,19 @@ def test_a_stanza_is_measured_by_what_it_carries() -> None:
         "<iq xmlns='jabber:component:accept' type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq>"
     )
     assert 0 < size_of(ET.fromstring(small)) <= len(small) + 100
+
+
+def test_the_writers_memo_of_tags_stays_bounded_and_right(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer remembers each tag's text; a peer sending ever new tags empties the memo
+    rather than growing it, and every stanza is still written right."""
+    monkeypatch.setattr(codec, "_TAGS", {})
+    monkeypatch.setattr(codec, "_TAGS_MAX", 8)
+    for n in range(40):
+        text = (
+            f"<iq type='get' id='{n}' to='p'><q{n} xmlns='urn:n{n % 3}'><q{n}/><same/>"
+            f"<other xmlns='urn:o'><q{n}/></other></q{n}></iq>"
+        )
+        stanza = from_element(parse(text))
+        assert stanza is not None
+        assert canonical(parse(to_text(stanza, NS))) == canonical(parse(text))
+        assert len(codec._TAGS) <= 8

@@ -4,8 +4,8 @@
   are ignored, logged and counted, and requests still go to the tracked ones;
 - one resource's presence toggled thousands of times: nothing grows, every request is
   answered once;
-- a requester cycling through fresh resource names: each full JID has limits of its own, so
-  one account can hold up to max_outstanding requests (the global cap), never more.
+- a requester cycling through fresh resource names: the per-requester limits are per account
+  (bare JID), so fresh names gain nothing, while other accounts keep their own allowance.
 
 `just abuse` runs the same loads against a real Prosody and gives the figures.
 """
@@ -135,25 +135,35 @@ def test_presence_churn_of_one_resource_keeps_state_small_and_answers_once() -> 
     asyncio.run(main())
 
 
-def test_fresh_resource_names_each_get_their_own_limits_up_to_the_global_cap() -> None:
-    sessions, each, cap, per_jid = 30, 120, 2_000, 100
+def test_fresh_resource_names_share_their_accounts_limits() -> None:
+    sessions, each, cap, per_account = 30, 120, 2_000, 100
 
     async def main() -> None:
         daemon, xmpp, transport = await connected(
-            rate_limit=0, max_outstanding=cap, max_per_requester=per_jid
+            rate_limit=0, max_outstanding=cap, max_per_requester=per_account
         )
         feed(xmpp, f"<presence from='{TARGET}/silent' to='{PROXY}'/>")
         for s in range(sessions):
             feed(xmpp, "".join(request(f"user@localhost/fresh{s}", f"q{n}") for n in range(each)))
-        held = len(daemon.state.requests)
-        # Each full JID is held to per_jid; together they are held to the global cap only.
-        assert held == min(cap, sessions * per_jid)
+        # All the resources of user@localhost together are held to per_account.
+        assert len(daemon.state.requests) == per_account
         refused = answers(transport)
-        assert sum(refused.values()) == sessions * each - held
+        assert sum(refused.values()) == sessions * each - per_account
+        assert set(refused) == {
+            (f"user@localhost/fresh{s}", f"q{n}")
+            for s in range(sessions)
+            for n in range(each)
+            if s > 0 or n >= per_account
+        }
+        # Another account still has its whole allowance.
+        feed(xmpp, "".join(request("other@localhost/r", f"q{n}") for n in range(each)))
+        assert len(daemon.state.requests) == 2 * per_account
         daemon.apply(TimePassed(asyncio.get_running_loop().time() + 86_400))
         got = answers(transport)
-        assert got == Counter(
+        expected = Counter(
             {(f"user@localhost/fresh{s}", f"q{n}"): 1 for s in range(sessions) for n in range(each)}
         )
+        expected.update({("other@localhost/r", f"q{n}"): 1 for n in range(each)})
+        assert got == expected
 
     asyncio.run(main())

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from client_proxy.core import Link
+from client_proxy.shell import daemon as daemon_module
 from client_proxy.shell.config import parse_settings
 from client_proxy.shell.daemon import Daemon
 from client_proxy.testing.fake_stream import FakeTransport, feed
@@ -95,6 +96,53 @@ def test_what_one_read_brings_is_answered_in_one_write() -> None:
         feed(xmpp, "".join(request(f"r{n}") for n in range(5)))
         assert len(transport.writes) == 1
         assert [f.get("id") for f in transport.stanzas()] == [f"r{n}" for n in range(5)]
+
+    asyncio.run(main())
+
+
+def test_after_the_header_the_parser_reports_element_ends_only() -> None:
+    # The read path the daemon takes on this Python (not the start-and-end fallback).
+    async def main() -> None:
+        _, xmpp, _ = await connected()
+        assert xmpp._ends_only is xmpp.parser
+        feed(xmpp, "<iq type='get' id='x' from='a@b/c' to='proxy.localhost'><q xmlns='u:q'/>")
+        assert [event for event, _ in xmpp.parser._events_queue] == []  # nothing queued left
+        assert len(xmpp.xml_root) == 1  # the stanza still being read, and nothing else
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("piece", [1, 7, None])
+def test_without_the_ends_only_parser_stanzas_are_read_the_same(
+    piece: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Python whose ElementTree lacks the internals _ends_only needs: the start-and-end path.
+    monkeypatch.setattr(daemon_module, "_ends_only", lambda parser: False)
+
+    async def main() -> None:
+        _, xmpp, transport = await connected()
+        assert xmpp._ends_only is None
+        feed(xmpp, request("r1") + request("r2") + "<message from='a@b/c'", piece)
+        assert [f.get("id") for f in transport.stanzas()] == ["r1", "r2"]
+        aborted: list[bool] = []
+        xmpp.abort = lambda: aborted.append(True)
+        feed(xmpp, " to='x'/>" + request("r3") + "</stream:stream>", piece)
+        assert [f.get("id") for f in transport.stanzas()][2:] == ["r3"]
+        assert aborted == [True]
+
+    asyncio.run(main())
+
+
+def test_stanzas_read_before_xml_that_is_not_well_formed_are_answered() -> None:
+    async def main() -> None:
+        _, xmpp, transport = await connected()
+        sent: list[Any] = []
+        xmpp.send = sent.append
+        xmpp.disconnect = lambda *a, **k: None
+        feed(xmpp, request("ok1") + request("ok2") + "<iq type='get' id='x'><unclosed></iq>")
+        assert [f.get("id") for f in transport.stanzas()] == ["ok1", "ok2"]
+        (error,) = sent
+        assert error["condition"] == "not-well-formed"
 
     asyncio.run(main())
 
