@@ -236,9 +236,7 @@ def requester_jids() -> st.SearchStrategy[str]:
     domain_only = st.builds(
         _compose, st.none(), domainparts(), st.one_of(st.none(), resourceparts())
     )
-    return st.one_of(full, full, bare_jid, domain_only, rtl_requester_jids()).filter(
-        jid_unchanged
-    )
+    return st.one_of(full, full, bare_jid, domain_only, rtl_requester_jids()).filter(jid_unchanged)
 
 
 #: Right-to-left letters (RFC 3454 table D.1, RandALCat): Hebrew and Arabic.
