@@ -137,6 +137,8 @@ def test_the_proxy_domain_is_a_bare_domain_and_the_target_a_bare_jid(local: str,
     refused("proxy_domain", proxy_domain=f"{local}@{PROXY}")
     refused("proxy_domain", proxy_domain=f"{PROXY}/{resource}")
     refused("proxy_domain", proxy_domain=f"{local}@{PROXY}/{resource}")
+    refused("proxy_domain", proxy_domain=f"{PROXY}/")  # an empty resource is still one
+    refused("proxy_domain", proxy_domain=f"/{resource}")  # and so is one with no domain
     refused("target", target=f"{TARGET}/{resource}")
     refused("target", target="example.org")
     refused("target", target=f"example.org/{resource}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import stringprep
 
 from client_proxy.core import (
-    MAX_PART_BYTES,
     ConnectionUp,
     ProxyConfig,
     SendStanza,
@@ -31,6 +30,9 @@ from hypothesis import strategies as st
 from slixmpp.jid import JID
 
 PROXY = cps.EXAMPLE_PROXY
+#: RFC 7622 §3.2-3.4: each part of a JID, a resourcepart too, is at most 1023 octets of UTF-8.
+#: Written here from the RFC, not read from the core, which the tests check against it.
+RFC_7622_OCTETS = 1023
 TARGET = cps.EXAMPLE_TARGET
 CONFIG = ProxyConfig(PROXY, TARGET)
 
@@ -115,14 +117,14 @@ def test_translated_resource_is_left_alone_by_resourceprep(requester):
 @given(st.one_of(cps.requester_jids(), cps.near_limit_requester_jids()))
 @example("שלום@example.org/x")  # bidi: RandALCat and L in one resourcepart (RFC 3454 §6)
 @example("ישראל@ישראל.example/x")
+@example("a@example.org/" + "x" * (RFC_7622_OCTETS - 14))  # exactly 1023 octets
+@example("a@example.org/" + "x" * (RFC_7622_OCTETS - 13))  # one more
 def test_refuses_exactly_what_the_server_would_not_carry(requester):
-    """Completeness: a server-stamped requester within 1023 octets is refused only if the
-    oracle would not carry it unchanged as one resourcepart (for example a right-to-left
-    localpart beside a left-to-right domain: each part passes the bidi rule alone, the whole
-    does not)."""
-    if utf8_size(requester) > MAX_PART_BYTES:
-        assert translation_problem(requester) is not None
-        return
+    """Completeness and soundness: a server-stamped requester is refused exactly when the
+    oracle would not carry it unchanged as one resourcepart: too long for one (slixmpp's
+    strict parser enforces RFC 7622's 1023 octets), or changed by Resourceprep (for example a
+    right-to-left localpart beside a left-to-right domain: each part passes the bidi rule
+    alone, the whole does not)."""
     assert (translation_problem(requester) is None) == oracle_accepts_as_resource(requester)
 
 
@@ -159,12 +161,12 @@ def test_same_id_from_distinct_requesters_gets_distinct_answers(requesters, id_)
 
 
 @given(cps.overlong_requester_jids(), ids, proxy_addresses)
-@example("a@example.org/" + "x" * (MAX_PART_BYTES - 13), "1", PROXY)  # 1024 octets
+@example("a@example.org/" + "x" * (RFC_7622_OCTETS - 13), "1", PROXY)  # 1024 octets
 @example("a@example.org/" + "€" * 337, "1", PROXY)  # 1025 octets, 350 characters
 def test_overlong_requester_is_refused_never_truncated(requester, id_, to):
     """A valid JID longer than a resourcepart may be gets one not-acceptable (modify) error, from
     the address it wrote to, with its id; nothing reaches the target and nothing stays."""
-    assert utf8_size(requester) > MAX_PART_BYTES
+    assert utf8_size(requester) > RFC_7622_OCTETS
     assert translation_problem(requester) is not None
     t = step(READY, StanzaReceived(1.0, Stanza("iq", "get", id_, requester, to, "<q/>")))
     (refusal,) = sent(t.outputs)
@@ -175,17 +177,17 @@ def test_overlong_requester_is_refused_never_truncated(requester, id_, to):
 
 
 @given(cps.near_limit_requester_jids())
-@example("a@example.org/" + "x" * (MAX_PART_BYTES - 14))  # exactly 1023 octets
+@example("a@example.org/" + "x" * (RFC_7622_OCTETS - 14))  # exactly 1023 octets
 @example("a@example.org/" + "𠀀" * 252 + "x")  # 1023 octets of mostly 4-octet characters
 def test_near_the_limit_the_length_alone_decides(requester):
     """Around 1023 octets, counted in UTF-8 and not in characters: accepted up to the limit and
     forwarded whole, refused past it."""
     t = step(READY, StanzaReceived(1.0, Stanza("iq", "get", "1", requester, PROXY)))
     (out,) = sent(t.outputs)
-    if utf8_size(requester) <= MAX_PART_BYTES:
+    if utf8_size(requester) <= RFC_7622_OCTETS:
         assert out.to == f"{TARGET}/a"
         assert resource_of(out.from_) == requester
-        assert utf8_size(resource_of(out.from_)) <= MAX_PART_BYTES
+        assert utf8_size(resource_of(out.from_)) <= RFC_7622_OCTETS
     else:
         assert out.to == requester
         assert out.error is not None
@@ -232,7 +234,7 @@ def test_any_text_is_carried_exactly_when_the_resourcepart_profile_leaves_it_alo
     carriable = (
         bool(text)
         and _has_domain(text)
-        and utf8_size(text) <= MAX_PART_BYTES
+        and utf8_size(text) <= RFC_7622_OCTETS
         and server_resourceprep(text) == text
         and not unassigned
     )

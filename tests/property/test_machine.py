@@ -1251,7 +1251,11 @@ class ProxyMachine(RuleBasedStateMachine):
         sizes: Counter[str] = Counter()
         for (requester, id_), o in s.requests.items():
             sizes[account(requester)] += o.size
-            assert o.size == m.outstanding[(requester, id_)].size
+            r = m.outstanding[(requester, id_)]
+            assert o.size == r.size
+            # The payload is held exactly while the request may be sent again (parked, or
+            # retryable): the memory the budget does not count is never held.
+            assert (o.request.payload == r.stanza.payload) == r.kept, (o, r)
         assert {r: b for r, (_n, b) in s.per_requester.items()} == dict(sizes)
         calls = sum(c.size for c in s.calls.values())
         assert s.bytes_held == sum(sizes.values()) + calls + s.session.held_bytes

@@ -141,3 +141,27 @@ def test_rate_entries_are_swept_once_buckets_are_full_again() -> None:
     t = step(state, TimePassed(100.0))
     assert len(t.state.rates) == 0
     assert t.deadline is None
+
+
+@given(rate=st.floats(0.1, 100), burst=st.integers(1, 50), now=st.floats(0, 1e6))
+def test_the_limiter_asks_to_be_woken_when_a_bucket_can_be_full_again(
+    rate: float, burst: int, now: float
+) -> None:
+    """The rate limiter's memory is swept once a bucket can have filled up again: ``burst /
+    rate`` seconds after the first request (at least one second, so as not to wake for every
+    request at high rates). That is the wake-up the transport is given, when nothing else is
+    due earlier; at it, a requester who sent nothing since is forgotten."""
+    cfg = ProxyConfig(PROXY, TARGET, rate_limit=rate, rate_burst=burst, request_timeout=1e9)
+    state = initial_state(cfg, 1)
+    for event in (
+        ConnectionUp(0.0),
+        StanzaReceived(0.0, Stanza("presence", "subscribed", None, TARGET, PROXY)),
+        StanzaReceived(0.0, Stanza("presence", None, None, f"{TARGET}/a", PROXY)),
+    ):
+        state = step(state, event).state
+    t = step(state, StanzaReceived(now, Stanza("iq", "get", "1", "alice@example.org/a", PROXY)))
+    sweep = now + max(1.0, burst / rate)
+    assert t.deadline == sweep
+    assert set(t.state.rates) == {"alice@example.org"}
+    swept = step(t.state, TimePassed(sweep))
+    assert len(swept.state.rates) == 0

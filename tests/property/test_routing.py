@@ -499,6 +499,14 @@ def test_a_cool_down_lasts_exactly_failure_cooldown_and_failures_at_its_end_coun
     assert ignored.session.resources[0].cooling_until == until
     counted = _bounce(cooling, REQUESTERS[2], "q2", until)
     assert counted.session.resources[0].cooling_until == until + cooldown
+    # New presence ends a cool-down early, and the operator is told; at its end there is no
+    # cool-down left to end.
+    for now, ends_one in ((just_before, True), (until, False)):
+        fresh = Stanza("presence", None, None, f"{TARGET}/bad", PROXY)
+        t = step(cooling, StanzaReceived(now, fresh))
+        codes = [o.code for o in t.outputs if isinstance(o, LogRecord)]
+        assert ("resource.back" in codes) == ends_one, codes
+        assert t.state.session.resources[0].cooling_until == -math.inf
     # Without that answer, the end of the cool-down puts it back in rotation.
     picks = set()
     state = cooling
