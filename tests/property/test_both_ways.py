@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from client_proxy.core import (
     ConnectionUp,
+    CountMetric,
     ProxyConfig,
     ProxyState,
     SendStanza,
@@ -194,3 +195,36 @@ def test_switched_off_they_get_the_references_answer() -> None:
         (out,) = _sent(step(state, StanzaReceived(1.0, stanza)))
         assert out.type == "error" and out.error is not None
         assert out.error.condition == "feature-not-implemented" and out.to == stanza.from_
+
+
+@given(
+    cap=st.integers(1, 3),
+    messages=st.lists(st.tuples(resources, users, ids), min_size=1, max_size=8),
+)
+def test_the_ways_back_for_messages_are_bounded_and_each_message_still_goes(
+    cap: int, messages: list[tuple[str, str, str]]
+) -> None:
+    """A message from the target is remembered (for the error the user's side may bounce) at
+    most ``max_outstanding`` times at once, like requests and calls; past that it is still
+    delivered, its way back is not remembered, and that is counted
+    (``dropped.message_route_full``). A newer message with a remembered (user, id) takes its
+    way back over without a new place."""
+    state = _ready(ProxyConfig(PROXY, TARGET, rate_limit=0, max_outstanding=cap))
+    remembered: dict[tuple[str, str], str] = {}
+    for resource, user, ident in messages:
+        sent = Stanza("message", "chat", ident, f"{TARGET}/{resource}", f"{PROXY}/{user}", "m")
+        t = step(state, StanzaReceived(1.0, sent))
+        (out,) = _sent(t)
+        assert (out.to, out.from_, out.id) == (user, PROXY, ident)
+        full = (user, ident) not in remembered and len(remembered) >= cap
+        counted = [o.name for o in t.outputs if isinstance(o, CountMetric)]
+        assert counted == (["dropped.message_route_full"] if full else [])
+        if not full:
+            remembered[(user, ident)] = f"{TARGET}/{resource}"
+        state = t.state
+        assert len(state.routes) == len(remembered) <= cap
+    # Each remembered way back leads to the resource that sent the latest message.
+    for (user, ident), sender in remembered.items():
+        bounce = Stanza("message", "error", ident, user, PROXY, error=StanzaError("cancel", "gone"))
+        (back,) = _sent(step(state, StanzaReceived(2.0, bounce)))
+        assert (back.to, back.from_, back.id) == (sender, f"{PROXY}/{user}", ident)

@@ -22,7 +22,6 @@ from client_proxy.core import (
     step,
     translation_problem,
 )
-from client_proxy.core._jid import resource_of
 from client_proxy.testing import strategies as cps
 from client_proxy.testing.strategies import jid_unchanged, server_resourceprep, utf8_size
 from hypothesis import example, given
@@ -41,6 +40,12 @@ ids = st.one_of(st.sampled_from(["1", "abc", "", "a b", "ünï"]), st.text(max_s
 proxy_addresses = st.sampled_from([PROXY, f"{PROXY}/x", f"svc@{PROXY}", f"svc@{PROXY}/a/b"])
 # Requesters the proxy agrees to carry (which ones it refuses is the completeness test's job).
 carried_requesters = cps.requester_jids().filter(lambda r: translation_problem(r) is None)
+
+
+def resource_of(jid: str) -> str | None:
+    """RFC 7622 §3.1: everything after the first `/` (the test's own, not the core's)."""
+    _bare, slash, resource = jid.partition("/")
+    return resource if slash else None
 
 
 def ready(resource: str = "a"):

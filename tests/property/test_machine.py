@@ -54,7 +54,6 @@ from client_proxy.core import (
     initial_state,
     step,
 )
-from client_proxy.core._jid import domain_of
 from client_proxy.core._link import MAX_FLUSHES
 from client_proxy.core._queue import queue_key, queue_seq
 from client_proxy.testing import strategies as cps
@@ -125,6 +124,13 @@ def resource_part(jid: str) -> str | None:
 
 def bare_part(jid: str) -> str:
     return jid.split("/", 1)[0]
+
+
+def domain_of(jid: str) -> str:
+    """RFC 7622 §3.1: the bare JID after its first `@`, if any (the model's own, not the
+    core's: the model must not share what it checks)."""
+    local, at, domain = bare_part(jid).partition("@")
+    return domain if at else local
 
 
 def decode(to: str | None) -> str | None:
