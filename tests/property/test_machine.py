@@ -22,7 +22,9 @@ requests collide on keys, replies race timeouts and resources leave while holdin
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -209,8 +211,28 @@ class Call:
 @dataclass
 class Resource:
     eligible: bool
+    priority: int = 0
     failures: int = 0
     cooling_until: float = -math.inf
+
+
+def presence_priority(text: str | None) -> int:
+    """RFC 6121 §4.7.2.3: an integer from -128 to 127; absent or not an integer, 0."""
+    if text is None or not re.fullmatch(r"[+-]?[0-9]+", text.strip(" \t\r\n")):
+        return 0
+    return max(-128, min(127, int(text)))
+
+
+def rendezvous_choice(requester: str, candidates: list[str]) -> str:
+    """README, `sticky`: rendezvous hashing on the requester's bare JID: the candidate whose
+    score (BLAKE2b-64 of the bare JID, a NUL and its name: test_routing pins it against b2sum)
+    is highest; the first by name among equals."""
+
+    def score(name: str) -> int:
+        data = f"{bare_part(requester)}\0{name}".encode("utf-8", "surrogatepass")
+        return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+    return max(sorted(candidates), key=score)
 
 
 @dataclass
@@ -675,11 +697,19 @@ class Model:
         assert out is not None, f"expected {r.key} forwarded to one of {candidates}"
         chosen = resource_part(out.to or "") or ""
         assert chosen in candidates, f"{r.key} forwarded to {out.to}, not one of {candidates}"
-        if self.config.routing == "least-outstanding":
-            # README: the one with the fewest requests in flight (this one not counted).
+        # Each strategy's promise (README, "Routing"), where it names the resource.
+        routing = self.config.routing
+        if routing == "least-outstanding":
+            # The one with the fewest requests in flight (this one not counted).
             held = Counter(x.resource for x in self.outstanding.values() if x is not r)
             fewest = min(held[c] for c in candidates)
             assert held[chosen] == fewest, f"{r.key} sent to {chosen} with {dict(held)}"
+        elif routing == "priority":
+            top = max(self.resources[c].priority for c in candidates)
+            assert self.resources[chosen].priority == top, (chosen, candidates)
+        elif routing == "sticky":
+            expected = rendezvous_choice(r.key[0], candidates)
+            assert chosen == expected, f"{r.key} sent to {chosen}, not {expected}"
         s = r.stanza
         assert out == Stanza(
             "iq", s.type, s.id, translated, f"{TARGET}/{chosen}", s.payload, None, None, s.extra
@@ -839,7 +869,9 @@ class Model:
         assert len(self.actual.messages) == 1, self.actual.messages
         out = self.actual.messages.pop()
         chosen = resource_part(out.to or "")
-        assert chosen in candidates, f"message to {out.to}, not one of {candidates}"
+        # A user's messages go where rendezvous hashing on its bare JID says, whatever the
+        # routing of requests.
+        assert chosen == rendezvous_choice(sender, candidates), (out.to, candidates)
         translated = encode_requester(PROXY, sender)
         assert out == Stanza(
             "message", s.type, s.id, translated, out.to, s.payload, None, None, s.extra
@@ -884,7 +916,9 @@ class Model:
                 self.log("info", "resource.back")
             eligible = resource in PATTERNS[cfg.resource_pattern]
             # New presence is a fresh session: back in rotation, failures forgotten.
-            self.resources[resource] = Resource(eligible if old is None else old.eligible)
+            self.resources[resource] = Resource(
+                eligible if old is None else old.eligible, presence_priority(s.priority)
+            )
             self.synced = True
             candidates = self.candidates()
             if self.parked and candidates:

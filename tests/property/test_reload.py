@@ -12,6 +12,7 @@ from client_proxy.core import (
     LogRecord,
     ProxyConfig,
     ProxyState,
+    SendStanza,
     Stanza,
     StanzaReceived,
     TimePassed,
@@ -75,3 +76,26 @@ def test_switching_the_rate_limit_off_forgets_the_rates_and_their_sweep():
     assert not state.rates and state.sweep_at == float("inf")
     # And time passing after it has nothing to sweep (no division by a zero rate).
     step(state, TimePassed(1e6))
+
+
+@given(
+    rate=st.one_of(st.sampled_from([0.5, 1.0, 2.0]), st.floats(0.01, 1000)),
+    burst=st.integers(1, 5),
+    routing=st.sampled_from(ROUTINGS),
+)
+def test_a_reload_is_no_way_round_the_rate_limit(rate, burst, routing):
+    """A reload that keeps the rate limit on (whatever else it changes) keeps what each
+    account has used of its bucket: after a full burst, the next request at the same instant
+    is still refused."""
+    config = ProxyConfig(PROXY, TARGET, rate_limit=rate, rate_burst=burst)
+    state = _ready(config)
+    for i in range(burst):
+        stanza = Stanza("iq", "get", f"q{i}", "user@example.org/r", PROXY)
+        state = step(state, StanzaReceived(1.0, stanza)).state
+    assert len(state.requests) == burst
+    state = step(state, ConfigChanged(1.0, dataclasses.replace(config, routing=routing))).state
+    t = step(state, StanzaReceived(1.0, Stanza("iq", "get", "more", "user@example.org/s", PROXY)))
+    (refusal,) = [o.stanza for o in t.outputs if isinstance(o, SendStanza)]
+    assert refusal.error is not None and refusal.error.condition == "policy-violation"
+    # The account's bucket, and its sweep, are kept.
+    assert set(t.state.rates) == {"user@example.org"} and t.state.sweep_at < float("inf")
