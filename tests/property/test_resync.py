@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from client_proxy.core import (
     ConnectionUp,
     CountMetric,
@@ -186,3 +187,92 @@ def test_late_replies_to_a_reused_id_are_dropped_and_the_new_answer_gets_through
     (delivered,) = _sent(t)
     assert (delivered.to, delivered.id, delivered.payload) == (user, "1", "<new/>")
     assert not t.state.requests and not t.state.lates
+
+
+def _two_online(**settings: object) -> ProxyState:
+    config = ProxyConfig(PROXY, TARGET, rate_limit=0, **settings)  # type: ignore[arg-type]
+    state = step(initial_state(config, 9), ConnectionUp(0.0)).state
+    for name in ("a", "b"):
+        state = step(state, StanzaReceived(0.0, _presence(name, None))).state
+    return state
+
+
+@given(cap=st.integers(1, 4), keys=st.integers(1, 8), user=st.sampled_from(USERS))
+def test_the_memory_of_late_replies_is_bounded_and_forgets_the_oldest(cap, keys, user):
+    """At most ``max_outstanding`` keys with late replies owed are remembered; past that the
+    oldest is forgotten, and counted (``dropped.late_reply_memory``): a late reply for it then
+    finds nothing (``dropped.reply_unmatched``), while one for a key still remembered is
+    dropped as late."""
+    state = _two_online(max_outstanding=cap, request_timeout=5.0)
+    now = 1.0
+    where: dict[str, str] = {}
+    forgotten = 0
+    for i in range(keys):
+        state, where[f"k{i}"] = _serve(state, user, f"k{i}", now)
+        now += 5.0
+        t = step(state, TimePassed(now))
+        forgotten += _counts(t).count("dropped.late_reply_memory")
+        state = t.state
+        assert len(state.lates) == min(i + 1, cap)
+    assert forgotten == max(0, keys - cap)
+    for i in range(keys):
+        late = Stanza("iq", "result", f"k{i}", f"{TARGET}/{where[f'k{i}']}", f"{PROXY}/{user}")
+        t = step(state, StanzaReceived(now, late))
+        remembered = i >= keys - cap
+        assert _counts(t) == ["dropped.reply_late" if remembered else "dropped.reply_unmatched"]
+        assert _sent(t) == []
+        state = t.state
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: _requests._expect_late keeps one LateReply per (requester, id), so a "
+    "time-out at another resource overwrites the late replies still owed by the first; once "
+    "the second goes offline, the first resource's late answer is delivered as the answer to "
+    "a new request with the same id",
+)
+@given(user=st.sampled_from(USERS), ident=st.sampled_from(["1", "K", "same"]))
+def test_each_resources_late_replies_are_remembered_until_it_answers_or_leaves(user, ident):
+    """``LateReply``: remembered until the resource answers or goes offline, whatever happens
+    at other resources with the same key."""
+    state = _two_online(request_timeout=5.0, routing="round-robin")
+    state, first = _serve(state, user, ident, 1.0)
+    state = step(state, TimePassed(6.0)).state  # times out at `first`
+    state, second = _serve(state, user, ident, 7.0)
+    assert second != first  # kept away from where a late reply may come from
+    state = step(state, TimePassed(12.0)).state  # times out at `second` too
+    state = step(state, StanzaReceived(13.0, _presence(second, "unavailable"))).state
+    state, third = _serve(state, user, ident, 14.0)
+    assert third == first  # the only one left
+    late = Stanza("iq", "result", ident, f"{TARGET}/{first}", f"{PROXY}/{user}", "<first/>")
+    t = step(state, StanzaReceived(15.0, late))
+    assert _sent(t) == [], "the answer to the first request went to the third's requester"
+
+
+@given(
+    kind=st.sampled_from(["get", "set"]),
+    retry=st.booleans(),
+    measured=st.integers(0, 5000),
+    user=st.sampled_from(USERS),
+)
+def test_a_parked_request_is_held_whole_until_it_is_sent_for_good(kind, retry, measured, user):
+    """Parked, a request will be sent: its payload is held and counted at its measured size.
+    Once sent, it keeps its payload (and its size) only if it may be sent again (a get with
+    ``retry_get``, a set with ``retry_set``); otherwise only its addresses stay, and count."""
+    config = ProxyConfig(
+        PROXY, TARGET, sync_grace=5.0, rate_limit=0, retry_get=retry, retry_set=retry
+    )
+    state = step(initial_state(config, 5), ConnectionUp(0.0)).state
+    request = Stanza("iq", kind, "p", user, PROXY, "<payload/>")
+    state = step(state, StanzaReceived(1.0, request, measured)).state
+    own = len("p") + len(user) + len(PROXY)
+    ((key, parked),) = state.requests.items()
+    assert parked.request.payload == "<payload/>" and parked.size == max(measured, own)
+    state = step(state, StanzaReceived(2.0, _presence("a", None))).state
+    sent = state.requests[key]
+    assert sent.resource == "a"
+    if retry:
+        assert sent.request.payload == "<payload/>" and sent.size == max(measured, own)
+    else:
+        assert sent.request.payload != "<payload/>" and sent.size == own
+    assert state.bytes_held == sent.size

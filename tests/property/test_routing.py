@@ -559,3 +559,37 @@ def test_every_cool_down_takes_failure_threshold_failures_in_a_row(
             assert (bad.cooling_until > now) == (failures == threshold), (failures, bad)
         assert state.session.resources[0].cooling_until == now + cooldown
         now += cooldown  # the cool-down is over: bad is back, its count from zero
+
+
+@given(threshold=st.integers(2, 4), before=st.integers(1, 3), seed=st.integers(0, 2**32))
+def test_any_other_answer_starts_the_count_of_failures_afresh(
+    threshold: int, before: int, seed: int
+) -> None:
+    """Failures count only in a row: fewer than ``failure_threshold`` of them, then one
+    ordinary answer, and the resource needs ``failure_threshold`` more to leave rotation; the
+    other resources are untouched."""
+    cfg = _config(routing="round-robin", failure_threshold=threshold, failure_cooldown=60.0)
+    state = _online(cfg, ["bad", "good", "other"], seed)
+    sent = 0
+
+    def bad_answers(state: ProxyState, error: str | None) -> ProxyState:
+        nonlocal sent
+        while True:
+            t = _request(state, REQUESTERS[sent % 3], f"q{sent}")
+            sent += 1
+            if _forwarded_to(t) == "bad":
+                break
+            state = _reply(t.state, t).state
+        answered = _reply(t.state, t, error=error)
+        if error is not None:  # retried elsewhere, and answered there
+            answered = _reply(answered.state, answered)
+        return answered.state
+
+    for _ in range(min(before, threshold - 1)):
+        state = bad_answers(state, "service-unavailable")
+    state = bad_answers(state, None)  # an ordinary answer
+    for n in range(1, threshold + 1):
+        state = bad_answers(state, "service-unavailable")
+        names = [r.name for r in state.session.resources]
+        assert names == ["bad", "good", "other"]
+        assert (state.session.resources[0].cooling_until > 1.0) == (n == threshold)
