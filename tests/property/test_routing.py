@@ -593,3 +593,45 @@ def test_any_other_answer_starts_the_count_of_failures_afresh(
         names = [r.name for r in state.session.resources]
         assert names == ["bad", "good", "other"]
         assert (state.session.resources[0].cooling_until > 1.0) == (n == threshold)
+
+
+@given(
+    online=st.lists(resource_names, min_size=2, max_size=5, unique=True),
+    who=st.lists(requesters, min_size=1, max_size=12, unique=True),
+    how=st.sampled_from(["leaves", "fails"]),
+)
+def test_under_sticky_a_request_that_moves_on_follows_its_user(
+    online: list[str], who: list[str], how: str
+) -> None:
+    """`sticky`: a request that has to move on (its resource went offline, or answered that it
+    cannot serve it) goes where its user's new requests go among the resources left: rendezvous
+    hashing on the user's bare JID, like every other choice for that user."""
+    cfg = _config(routing="sticky", failure_threshold=0)
+    state = _online(cfg, online)
+    at: dict[str, str] = {}
+    forwards: dict[str, Transition] = {}
+    for i, requester in enumerate(who):
+        t = _request(state, requester, f"m{i}")
+        at[requester] = _forwarded_to(t) or ""
+        forwards[requester] = t
+        state = t.state
+    busiest = Counter(at.values()).most_common(1)[0][0]
+    moved: dict[str, str] = {}
+    if how == "leaves":
+        t = step(state, _presence(busiest, 1.0, "unavailable"))
+        for out in t.outputs:
+            if isinstance(out, SendStanza) and (out.stanza.to or "").startswith(TARGET + "/"):
+                requester = (out.stanza.from_ or "").removeprefix(PROXY + "/")
+                moved[requester] = (out.stanza.to or "").split("/", 1)[1]
+        state = t.state
+    else:
+        for requester, resource in at.items():
+            if resource == busiest:
+                t = _reply(state, forwards[requester], error="feature-not-implemented")
+                moved[requester] = _forwarded_to(t) or ""
+                state = t.state
+    assert set(moved) == {r for r, resource in at.items() if resource == busiest}
+    left = step(state, _presence(busiest, 2.0, "unavailable")).state
+    for requester, resource in moved.items():
+        assert resource != busiest
+        assert resource == _forwarded_to(_request(left, requester, "new", 2.0))
