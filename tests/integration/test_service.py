@@ -83,6 +83,53 @@ def test_metrics_count_requests_by_outcome(env: ProxyEnv) -> None:
     env.run(main)
 
 
+def test_messages_counted_by_direction(env: ProxyEnv) -> None:
+    """messages_total by direction, against what the server delivered: five messages from two
+    users to the service reach the target (inbound +5); three from the target reach the users,
+    and one to a user who does not exist leaves the proxy all the same (outbound +4); the
+    server's error for that one, relayed to the resource that sent it, is not a message proxied
+    (neither count moves for it); requests are not messages."""
+    port = free_port()
+
+    async def main() -> None:
+        daemon = await env.ready_daemon(metrics_listen=f"127.0.0.1:{port}")
+        (alpha,) = await env.online(daemon, "alpha")
+        users = [await env.requester(resource="one"), await env.requester(resource="two")]
+        before = await scrape(port)
+
+        for n in range(5):
+            users[n % 2].send_message(mto=PROXY_DOMAIN, mbody=f"to the service {n}", mtype="chat")
+        await wait_for(lambda: len(alpha.messages) == 5, "five messages at the target")
+        for n in range(3):
+            alpha.send_message_to(f"{PROXY_DOMAIN}/{users[n % 2].boundjid}", f"to a user {n}")
+        alpha.send_message(
+            mto=f"{PROXY_DOMAIN}/nobody-{env.target}/x", mbody="anyone there?", mtype="normal"
+        )
+        await wait_for(
+            lambda: (
+                sum(len(u.messages) for u in users) == 3
+                and any('type="error"' in m for m in alpha.messages)
+            ),
+            "three messages at the users and the bounce at the target",
+        )
+        rid = users[0].request(PROXY_DOMAIN)
+        await users[0].reply(rid, PROMPT)
+        after = await scrape(port)
+
+        def delta(direction: str) -> float:
+            name = "client_proxy_messages_total"
+            return value(after, name, direction=direction) - value(
+                before, name, direction=direction
+            )
+
+        assert delta("inbound") == 5
+        assert delta("outbound") == 4
+        assert [len(u.messages) for u in users] == [2, 1]
+        assert len(alpha.messages) == 6
+
+    env.run(main)
+
+
 def test_healthz_through_its_states(env: ProxyEnv) -> None:
     """/healthz says why the proxy cannot serve, in turn: link down (no server to reach),
     subscription pending (no resource has approved yet), no eligible resource (only a resource
