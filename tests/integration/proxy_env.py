@@ -125,9 +125,16 @@ class ProxyEnv:
         return client
 
     async def resource(
-        self, name: str, *, jid: str | None = None, mode: str = "echo", delay: float = 0.0
+        self,
+        name: str,
+        *,
+        jid: str | None = None,
+        mode: str = "echo",
+        delay: float = 0.0,
+        approve: bool = True,
     ) -> TargetResource:
-        """A logged-in resource of the target account (approves the proxy's subscription)."""
+        """A logged-in resource of the target account (approves the proxy's subscription unless
+        `approve` is false)."""
         client = TargetResource(
             f"{jid or self.target}/{name}",
             PASSWORD,
@@ -136,6 +143,7 @@ class ProxyEnv:
             proxy_domain=PROXY_DOMAIN,
             mode=mode,  # type: ignore[arg-type]
             delay=delay,
+            approve=approve,
         )
         self.clients.append(client)
         await client.start()
