@@ -1,7 +1,8 @@
 -- A stand-in for the `subscribe` command of Prosody's community module mod_roster_command, for
--- machines that do not have the module (Debian's prosody and prosody-modules packages do not
+-- machines that do not have the module (Debian 12's prosody and prosody-modules packages do not
 -- ship it; Jitsi's jitsi-meet-prosody package does). The integration tests use it only when no
--- real mod_roster_command is installed (tests/integration/test_subscription_approval.py).
+-- real mod_roster_command is installed (tests/integration/roster_command.py says where they
+-- look), to run the approval commands of the README and of docs/deploy.md as written.
 --
 --   prosodyctl --config FILE mod_roster_command subscribe USER_JID CONTACT_JID
 --
