@@ -240,6 +240,8 @@ class Model:
         self.prev_now = -math.inf
         self.link_up = False
         self.approved = False
+        #: `subscribe` was sent on this connection and not revoked since.
+        self.asked = False
         self.synced = False
         self.sync_until = -math.inf
         self.resources: dict[str, Resource] = {}
@@ -290,6 +292,7 @@ class Model:
                 # The link goes first: what falls due in this very step must be held.
                 self.link_up = False
                 self.approved = False
+                self.asked = False
             if self.stopped:
                 self.flush()
         self.expire()
@@ -419,6 +422,7 @@ class Model:
             return  # a stream after the stop only carries what was held
         self.resources = {}
         self.approved = False
+        self.asked = True
         self.synced = False
         self.sync_until = self.now + self.config.sync_grace
         self.expected.append(("presence", "subscribe", None, PROXY, TARGET, (), None, None, ()))
@@ -738,6 +742,11 @@ class Model:
             # New presence is a fresh session: back in rotation, failures forgotten.
             self.resources[resource] = Resource(eligible if old is None else old.eligible)
             self.synced = True
+            # Presence comes only with the subscription in place (an approval made on the
+            # server brings no `subscribed`): once asked for, it is approved, and no probe is
+            # owed for it any more.
+            if self.asked:
+                self.approved = True
             candidates = self.candidates()
             if self.parked and candidates:
                 for key in self.parked:
@@ -762,6 +771,7 @@ class Model:
                 self.expected.append(("presence", "probe", None, PROXY, TARGET, (), None, None, ()))
         elif s.type in ("unsubscribed", "unsubscribe"):
             self.approved = False
+            self.asked = False
             self.all_left()
 
     def all_left(self) -> None:
