@@ -1,9 +1,12 @@
 """Whole-system properties: the core, driven by the simulation's transport, inside a simulated
-Prosody deployment, under schedules of faults that Hypothesis chooses.
+deployment, under schedules of faults that Hypothesis chooses, on each server profile (Prosody's
+rules and ejabberd's, where they were measured to differ: client_proxy.sim.ServerProfile).
 
 The properties and the schedules live in client_proxy.testing.whole_system (a conformance kit
-other transports can run too); these tests run them against the simulation. A failure prints
-the schedule as a script that replays it.
+other transports can run too); these tests run them against the simulation. Each property test
+runs once per server, with the full number of examples each; under the derandomized `ci`
+profile the two draw the same schedules, so the servers are compared on the same runs. A
+failure prints the schedule as a script that replays it, on the server it failed on.
 
 Two faults found core bugs, since fixed; the schedule that showed each stays here (an
 `@example` and a plain test each, below) so that it stays caught without the example database.
@@ -15,14 +18,17 @@ from __future__ import annotations
 import io
 from contextlib import redirect_stdout
 
+import pytest
 from client_proxy import sim
 from client_proxy.sim import (
+    SERVERS,
     ComponentDown,
     Forge,
     Online,
     Request,
     Resource,
     Schedule,
+    ServerProfile,
     Settings,
     User,
     run,
@@ -33,8 +39,12 @@ from client_proxy.testing.whole_system import (
     violations,
 )
 from hypothesis import example, given
+from hypothesis import strategies as st
 
 ALICE = "alice@example.org/phone"
+
+#: The test runs once per server profile (the schedule, drawn or pinned, played on each).
+on_each_server = pytest.mark.parametrize("server", SERVERS, ids=lambda s: s.name)
 
 # Found, fixed (fault: the stream drops while the transport's timer is late, as the embedding
 # contract allows: "TimePassed at or after the deadline"). The request reaches the proxy at
@@ -119,69 +129,89 @@ FORGED_THEN_REAL_ANSWER_TO_A_REUSED_ID = Schedule(
 )
 
 
+@on_each_server
 @given(schedules())
 @example(TIMEOUT_DUE_AS_THE_STREAM_DROPS)
 @example(TIMEOUT_DUE_AT_THE_INSTANT_THE_STREAM_DROPS)
 @example(LATE_REPLY_TO_A_REUSED_ID)
-def test_every_request_gets_exactly_one_answer_of_its_own(schedule: Schedule) -> None:
-    check_outcome(run(schedule), ("transport_faults", "answered_exactly_once"))
+def test_every_request_gets_exactly_one_answer_of_its_own(
+    server: ServerProfile, schedule: Schedule
+) -> None:
+    check_outcome(run(schedule.on(server)), ("transport_faults", "answered_exactly_once"))
 
 
+@on_each_server
 @given(schedules())
 @example(FORGERY_THAT_WINS_THE_RACE)
-def test_nobody_receives_a_stanza_nobody_owed_them(schedule: Schedule) -> None:
-    check_outcome(run(schedule), ("nothing_unowed",))
+def test_nobody_receives_a_stanza_nobody_owed_them(
+    server: ServerProfile, schedule: Schedule
+) -> None:
+    check_outcome(run(schedule.on(server)), ("nothing_unowed",))
 
 
+@on_each_server
 @given(schedules())
-def test_after_the_faults_stop_the_proxy_sees_who_the_server_sees(schedule: Schedule) -> None:
-    check_outcome(run(schedule), ("view_mismatch",))
+def test_after_the_faults_stop_the_proxy_sees_who_the_server_sees(
+    server: ServerProfile, schedule: Schedule
+) -> None:
+    check_outcome(run(schedule.on(server)), ("view_mismatch",))
 
 
+@on_each_server
 @given(schedules())
-def test_a_set_reaches_the_target_at_most_once(schedule: Schedule) -> None:
-    check_outcome(run(schedule), ("repeated_sets",))
+def test_a_set_reaches_the_target_at_most_once(server: ServerProfile, schedule: Schedule) -> None:
+    check_outcome(run(schedule.on(server)), ("repeated_sets",))
 
 
+@on_each_server
 @given(schedules())
-def test_every_property_under_every_fault(schedule: Schedule) -> None:
-    check_outcome(run(schedule))
+def test_every_property_under_every_fault(server: ServerProfile, schedule: Schedule) -> None:
+    check_outcome(run(schedule.on(server)))
 
 
-def test_an_answer_due_as_the_stream_drops_is_not_lost() -> None:
-    check_outcome(run(TIMEOUT_DUE_AS_THE_STREAM_DROPS))
+@on_each_server
+def test_an_answer_due_as_the_stream_drops_is_not_lost(server: ServerProfile) -> None:
+    check_outcome(run(TIMEOUT_DUE_AS_THE_STREAM_DROPS.on(server)))
 
 
-def test_an_answer_due_at_the_instant_the_stream_drops_is_not_lost() -> None:
-    check_outcome(run(TIMEOUT_DUE_AT_THE_INSTANT_THE_STREAM_DROPS))
+@on_each_server
+def test_an_answer_due_at_the_instant_the_stream_drops_is_not_lost(server: ServerProfile) -> None:
+    check_outcome(run(TIMEOUT_DUE_AT_THE_INSTANT_THE_STREAM_DROPS.on(server)))
 
 
-def test_a_late_reply_is_not_taken_for_the_answer_to_a_reused_id() -> None:
-    check_outcome(run(LATE_REPLY_TO_A_REUSED_ID))
+@on_each_server
+def test_a_late_reply_is_not_taken_for_the_answer_to_a_reused_id(server: ServerProfile) -> None:
+    check_outcome(run(LATE_REPLY_TO_A_REUSED_ID.on(server)))
 
 
-def test_a_forgery_that_wins_the_race_is_delivered_and_allowed() -> None:
-    outcome = run(FORGERY_THAT_WINS_THE_RACE)
+@on_each_server
+def test_a_forgery_that_wins_the_race_is_delivered_and_allowed(server: ServerProfile) -> None:
+    outcome = run(FORGERY_THAT_WINS_THE_RACE.on(server))
     assert "forged" in str(outcome.user_received[-1].stanza)
     assert violations(outcome) == []
 
 
-@given(schedules(max_requests=8, max_faults=8))
-def test_the_same_schedule_gives_the_same_run(schedule: Schedule) -> None:
+@given(schedules(max_requests=8, max_faults=8), st.sampled_from(SERVERS))
+def test_the_same_schedule_gives_the_same_run(schedule: Schedule, server: ServerProfile) -> None:
+    schedule = schedule.on(server)
     first, second = run(schedule), run(schedule)
     assert first.hops == second.hops
     assert first.logs == second.logs
 
 
-@given(schedules(max_requests=5, max_faults=5))
-def test_a_schedule_prints_as_the_python_that_builds_it(schedule: Schedule) -> None:
+@given(schedules(max_requests=5, max_faults=5), st.sampled_from(SERVERS))
+def test_a_schedule_prints_as_the_python_that_builds_it(
+    schedule: Schedule, server: ServerProfile
+) -> None:
+    schedule = schedule.on(server)
     namespace = {name: getattr(sim, name) for name in sim.__all__}
     assert eval(repr(schedule), namespace) == schedule
 
 
-def test_a_duplicate_answer_to_a_reused_id_is_the_one_limit() -> None:
+@on_each_server
+def test_a_duplicate_answer_to_a_reused_id_is_the_one_limit(server: ServerProfile) -> None:
     for schedule in (DUPLICATE_ANSWER_TO_A_REUSED_ID, FORGED_THEN_REAL_ANSWER_TO_A_REUSED_ID):
-        found = violations(run(schedule))
+        found = violations(run(schedule.on(server)))
         assert len(found) == 1, found
         assert "received the answer to their request #1" in found[0]
         assert "as the answer to their request #2" in found[0]
