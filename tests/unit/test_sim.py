@@ -543,10 +543,14 @@ def test_a_late_timer_fires_late_and_a_punctual_one_on_time() -> None:
     assert timeout_at(0.7) == pytest.approx(4.715)
 
 
-def test_python_m_client_proxy_sim_prints_the_four_stanzas() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "client_proxy.sim"], capture_output=True, text=True, check=True
-    ).stdout
+def _sim(*args: str) -> str:
+    command = [sys.executable, "-m", "client_proxy.sim", *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("args", [(), ("--server", "prosody"), ("--server", "ejabberd")], ids=str)
+def test_python_m_client_proxy_sim_prints_the_four_stanzas(args: tuple[str, ...]) -> None:
+    out = _sim(*args)
     assert out.splitlines() == [
         "user -> proxy   : <iq type='get' id='1234' to='proxy.example.org' "
         "from='user@example.org/abc'>",
@@ -557,6 +561,13 @@ def test_python_m_client_proxy_sim_prints_the_four_stanzas() -> None:
         "proxy -> user   : <iq type='result' id='1234' to='user@example.org/abc' "
         "from='proxy.example.org'>",
     ]
+
+
+def test_python_m_client_proxy_sim_all_shows_where_the_servers_differ() -> None:
+    ack = f"server -> proxy: <presence type='unavailable' to='{PROXY}' from='{TARGET}'/>"
+    prosody, ejabberd = _sim("--all"), _sim("--all", "--server", "ejabberd")
+    assert ack in prosody
+    assert [line for line in prosody.splitlines() if ack not in line] == ejabberd.splitlines()
 
 
 def test_a_schedule_on_another_server_prints_as_the_python_that_builds_it() -> None:
