@@ -11,18 +11,27 @@ failure prints the schedule as a script that replays it, on the server it failed
 Two faults found core bugs, since fixed; the schedule that showed each stays here (an
 `@example` and a plain test each, below) so that it stays caught without the example database.
 Two more schedules pin limits of the wire contract that the properties allow and nothing more.
+Two last ones show that the server profiles matter: a proxy that skips the probe fails on
+ejabberd only, one that probes before approval fails on Prosody only.
 """
 
 from __future__ import annotations
 
 import io
 from contextlib import redirect_stdout
+from typing import cast
 
 import pytest
 from client_proxy import sim
 from client_proxy.sim import (
+    PROXY,
     SERVERS,
+    TARGET,
     ComponentDown,
+    ComponentLink,
+    ComponentUp,
+    CoreTransport,
+    Element,
     Forge,
     Online,
     Request,
@@ -31,6 +40,7 @@ from client_proxy.sim import (
     ServerProfile,
     Settings,
     User,
+    presence,
     run,
 )
 from client_proxy.testing.whole_system import (
@@ -229,3 +239,79 @@ def test_the_replay_script_replays() -> None:
     assert raised is not None
     assert "as the answer to their request #2" in str(raised)
     assert "server -> alice@example.org/phone" in out.getvalue()
+
+
+# -- what the ejabberd profile adds ------------------------------------------------------------
+#
+# The core's resync (subscribe on connect, probe once `subscribed` is seen) is right on both
+# servers for reasons that differ: a probe sent too early loses the pending subscription on
+# Prosody only, and only on ejabberd is the probe what brings the resources after a reconnect.
+# Two proxies that each get one half wrong show that the properties see the difference.
+
+
+class _DropsProbes:
+    """The component's link, minus the probes: a proxy that relies on the repeated subscribe
+    to bring the resources' presence, as Prosody does."""
+
+    def __init__(self, link: ComponentLink) -> None:
+        self._link = link
+
+    def send(self, stanza: Element) -> None:
+        if stanza.get("type") != "probe":
+            self._link.send(stanza)
+
+    def close(self) -> None:
+        self._link.close()
+
+
+class _NeverProbes(CoreTransport):
+    def connected(self, link: ComponentLink) -> None:
+        super().connected(cast(ComponentLink, _DropsProbes(link)))
+
+
+class _ProbesAtOnce(CoreTransport):
+    """A proxy that probes on connect, right after its subscribe, without waiting for
+    `subscribed`."""
+
+    def connected(self, link: ComponentLink) -> None:
+        super().connected(link)
+        link.send(presence("probe", to=TARGET, from_=PROXY))
+
+
+#: The resource is online when the proxy's stream drops and comes back.
+RECONNECT_WITH_A_RESOURCE_ONLINE = Schedule(
+    users=(User(ALICE),),
+    resources=(Resource("a"),),
+    steps=(Online(0.0, "a"), ComponentDown(1.0), ComponentUp(1.5), Request(3.0, ALICE, "1")),
+)
+#: The target has not approved the proxy yet; its resource logs in as the proxy connects.
+FIRST_CONNECT_BEFORE_APPROVAL = Schedule(
+    users=(User(ALICE),),
+    resources=(Resource("a"),),
+    steps=(Online(0.0, "a"), Request(3.0, ALICE, "1")),
+    settings=Settings(subscribed=False),
+)
+
+
+@on_each_server
+def test_the_core_resyncs_on_each_server(server: ServerProfile) -> None:
+    for schedule in (RECONNECT_WITH_A_RESOURCE_ONLINE, FIRST_CONNECT_BEFORE_APPROVAL):
+        check_outcome(run(schedule.on(server)))
+
+
+def test_a_proxy_that_never_probes_fails_on_ejabberd_only() -> None:
+    prosody, ejabberd = (
+        violations(run(RECONNECT_WITH_A_RESOURCE_ONLINE.on(s), transport=_NeverProbes))
+        for s in SERVERS
+    )
+    assert prosody == []
+    assert any("the proxy sees [] online, the server ['a']" in v for v in ejabberd), ejabberd
+
+
+def test_a_proxy_that_probes_before_approval_fails_on_prosody_only() -> None:
+    prosody, ejabberd = (
+        violations(run(FIRST_CONNECT_BEFORE_APPROVAL.on(s), transport=_ProbesAtOnce))
+        for s in SERVERS
+    )
+    assert any("the proxy sees [] online, the server ['a']" in v for v in prosody), prosody
+    assert ejabberd == []
