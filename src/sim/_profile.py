@@ -7,22 +7,19 @@ at each rule whether it was measured the same on both servers, or measured on Pr
 taken from Prosody's code), in which case the ejabberd profile keeps Prosody's rule: the
 profile holds only what was measured.
 
-What the profiles differ in, and where each rule was measured:
+What the profiles differ in (all from DESIGN.md's table but the last, from docs/deploy.md):
 
-========================================  ==========================  ==========================
-rule                                      Prosody                     ejabberd
-========================================  ==========================  ==========================
-``probe`` while ``subscribe`` is pending  ``unsubscribed``; the       nothing; the request
-                                          request is lost             survives
-``subscribe`` again, already subscribed   ``subscribed`` plus every   ``subscribed`` alone
-                                          presence twice
-``subscribe`` while the target is         a bare ``unavailable``      nothing
-offline (not yet approved)
-IQ to a full JID with no session          ``service-unavailable``     the same, payload echoed,
-                                          (cancel)                    "User session not found"
-a stanza for the component while it is    ``remote-server-timeout``   ``forbidden`` (auth),
-disconnected                              (wait), ``<not-connected/>``  payload echoed (s2s off)
-========================================  ==========================  ==========================
+- ``probe_cancels_pending``, a `probe` while the proxy's `subscribe` is pending: Prosody answers
+  `unsubscribed` and the request is lost; ejabberd answers nothing and the request survives;
+- ``resubscribe_copies``, a `subscribe` when already subscribed: Prosody answers `subscribed`
+  plus every resource's presence twice; ejabberd `subscribed` alone;
+- ``acknowledges_subscribe_while_offline``, a `subscribe` not yet approved while the target is
+  offline: Prosody answers a bare `unavailable`; ejabberd nothing;
+- ``session_gone``, an IQ to a full JID with no session: `service-unavailable` (cancel) on
+  both; ejabberd echoes the payload and adds the text "User session not found";
+- ``component_gone``, a stanza for the component's domain while it is disconnected: Prosody's
+  `remote-server-timeout` (wait) with `<not-connected/>`; ejabberd's `forbidden` (auth) with
+  the payload echoed (s2s off).
 
 One more measured difference is not a rule here: ejabberd accepts a second connection for the
 component's domain and splits its stanzas between the two, where Prosody refuses it with

@@ -6,11 +6,12 @@ Prosody's own code (mod_presence, mod_component), or the server facts measured f
 (DESIGN.md, "Server facts measured here"; docs/deploy.md, "The gap"), which win where they are
 more precise. The rules measured to differ between the two servers are the profile's fields
 (``self.profile``); every other rule is one for both, and says whether it was measured the same
-on ejabberd or not measured there, in which case ejabberd keeps Prosody's rule. What it leaves
-out, on purpose: rosters other than the target's entry for the
-proxy, s2s (every domain but the component's is hosted here), offline storage, messages beyond
-plain delivery, presence broadcast to the target's own other resources (the proxy never sees it),
-and stream management (XEP-0198), which XEP-0114 components do not have.
+on ejabberd or not measured there, in which case ejabberd keeps Prosody's rule.
+
+What it leaves out, on purpose: rosters other than the target's entry for the proxy, s2s (every
+domain but the component's is hosted here), offline storage, messages beyond plain delivery,
+presence broadcast to the target's own other resources (the proxy never sees it), and stream
+management (XEP-0198), which XEP-0114 components do not have.
 
 Two modelling choices are neither server's, and say so where they are made. When the component
 stream is cut, what the component had already written is read, and what the server had written
@@ -422,8 +423,8 @@ class SimServer:
         if resource_of(to) is None:
             # RFC 6121 §8.5.2: to a bare JID. Presence goes to the available resources; the
             # server answers an IQ request itself (RFC 6121 §8.5.2.1.3: service-unavailable
-            # for anything it does not implement). Not measured on either server: the same
-            # rule, and Prosody's shape, for both.
+            # for anything it does not implement). Not measured on ejabberd: Prosody's rule,
+            # and its shape of the error, for both.
             if stanza.name == "presence":
                 for s in self.sessions.values():
                     if bare(s.jid) == to and s.presence is not None:
