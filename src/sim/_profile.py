@@ -1,20 +1,24 @@
 """Server profiles: the rules in which the simulated server behaves like Prosody or like ejabberd.
 
 Each field of :class:`ServerProfile` is one rule measured to differ between Prosody 0.12.3 and
-ejabberd 23.01 (DESIGN.md, "Server facts measured here"; docs/deploy.md, "The gap"). Everything
-else the simulated server does is one rule for both, and :mod:`client_proxy.sim._server` says
-at each rule whether it was measured the same on both servers, or measured on Prosody only (or
-taken from Prosody's code), in which case the ejabberd profile keeps Prosody's rule: the
-profile holds only what was measured.
+ejabberd 23.01 (DESIGN.md, "Server facts measured here"; docs/deploy.md, "The gap"; and, for the
+cases DESIGN.md's table leaves open, tests/integration/test_presence_answers.py, which measures
+them on both servers in every test run). Everything else the simulated server does is one rule
+for both, and :mod:`client_proxy.sim._server` says at each rule whether it was measured the same
+on both servers, or measured on Prosody only (or taken from Prosody's code), in which case the
+ejabberd profile keeps Prosody's rule: the profile holds only what was measured.
 
-What the profiles differ in (all from DESIGN.md's table but the last, from docs/deploy.md):
+What the profiles differ in:
 
 - ``probe_cancels_pending``, a `probe` while the proxy's `subscribe` is pending: Prosody answers
   `unsubscribed` and the request is lost; ejabberd answers nothing and the request survives;
 - ``resubscribe_copies``, a `subscribe` when already subscribed: Prosody answers `subscribed`
   plus every resource's presence twice; ejabberd `subscribed` alone;
-- ``acknowledges_subscribe_while_offline``, a `subscribe` not yet approved while the target is
-  offline: Prosody answers a bare `unavailable`; ejabberd nothing;
+- ``acknowledges_subscribe``, a `subscribe` not yet approved: Prosody answers a bare
+  `unavailable`, ejabberd nothing (DESIGN.md, with the target offline; test_presence_answers,
+  with the target online);
+- ``unavailable_for_probe_with_nobody_online``, a `probe` once subscribed while no resource is
+  available: Prosody answers a bare `unavailable`, ejabberd nothing (test_presence_answers);
 - ``session_gone``, an IQ to a full JID with no session: `service-unavailable` (cancel) on
   both; ejabberd echoes the payload and adds the text "User session not found";
 - ``component_gone``, a stanza for the component's domain while it is disconnected: Prosody's
@@ -98,9 +102,12 @@ class ServerProfile:
     #: already subscribed, sends `subscribe` again: 2 on Prosody (and a bare `unavailable` when
     #: no resource is available); 0 on ejabberd, `subscribed` alone (the probe brings them).
     resubscribe_copies: int
-    #: A `subscribe` from the proxy, not yet approved, while no resource of the target is
-    #: available, is acknowledged with a bare `unavailable` (Prosody); or not at all (ejabberd).
-    acknowledges_subscribe_while_offline: bool
+    #: A `subscribe` from the proxy, not yet approved, is acknowledged with a bare
+    #: `unavailable`, whether the target is online or not (Prosody); or not at all (ejabberd).
+    acknowledges_subscribe: bool
+    #: A `probe` from the subscribed proxy while no resource of the target is available is
+    #: answered with a bare `unavailable` (Prosody); or not at all (ejabberd).
+    unavailable_for_probe_with_nobody_online: bool
     #: The answer to an IQ request sent to a full JID that has no session.
     session_gone: Bounce
     #: The answer to a stanza for the component's domain while the component is disconnected.
@@ -128,8 +135,12 @@ ServerProfile.PROSODY = ServerProfile(
     probe_cancels_pending=True,
     # DESIGN.md, server facts: "repeated subscribe when already subscribed" (each twice).
     resubscribe_copies=2,
-    # DESIGN.md, server facts: "subscribe while the target is offline".
-    acknowledges_subscribe_while_offline=True,
+    # DESIGN.md, server facts: "subscribe while the target is offline"; with the target
+    # online, tests/integration/test_presence_answers.py (and mod_presence: "acknowledging
+    # receipt", whatever the target's state).
+    acknowledges_subscribe=True,
+    # tests/integration/test_presence_answers.py; mod_presence, when no resource is available.
+    unavailable_for_probe_with_nobody_online=True,
     # DESIGN.md, server facts: "IQ to an offline full JID"; RFC 6121 §8.5.3.2.3.
     session_gone=Bounce("cancel", "service-unavailable"),
     # DESIGN.md, server facts, and docs/deploy.md, "The gap": Prosody's mod_component, with
@@ -149,8 +160,11 @@ ServerProfile.EJABBERD = ServerProfile(
     probe_cancels_pending=False,
     # DESIGN.md, server facts: "subscribed only: the proxy must probe to learn the resources".
     resubscribe_copies=0,
-    # DESIGN.md, server facts: "subscribe while the target is offline": nothing.
-    acknowledges_subscribe_while_offline=False,
+    # DESIGN.md, server facts: "subscribe while the target is offline": nothing; with the
+    # target online, tests/integration/test_presence_answers.py: nothing either.
+    acknowledges_subscribe=False,
+    # tests/integration/test_presence_answers.py: nothing.
+    unavailable_for_probe_with_nobody_online=False,
     # DESIGN.md, server facts: "the same, payload echoed, text 'User session not found'".
     session_gone=Bounce("cancel", "service-unavailable", "User session not found", echo=True),
     # docs/deploy.md, "The gap", with s2s off: forbidden (auth), "Access denied by service

@@ -333,20 +333,21 @@ class SimServer:
         if kind == "probe":
             if self.subscription == "subscribed":
                 # RFC 6121 §4.3.2, measured the same on both servers: one presence per available
-                # resource, with a XEP-0203 <delay/>. None available: Prosody answers a bare
-                # `unavailable` (mod_presence); not measured on ejabberd: Prosody's rule for both.
-                if not self._send_presences(sender, copies=1, delayed=True):
+                # resource, with a XEP-0203 <delay/>. None available: the profile's rule
+                # (Prosody a bare `unavailable`, ejabberd nothing).
+                if (
+                    not self._send_presences(sender, copies=1, delayed=True)
+                    and self.profile.unavailable_for_probe_with_nobody_online
+                ):
                     self.route(presence("unavailable", to=sender, from_=self.target))
-            elif self.subscription == "pending" and not self.profile.probe_cancels_pending:
-                pass  # measured on ejabberd: no answer, and the pending request survives
-            else:
-                # RFC 6121 §4.3.2: not subscribed, answer `unsubscribed`. Measured on Prosody
-                # 0.12: the answer goes out as the target's own `unsubscribed`, which also
-                # cancels a pending request: the subscription is lost. With nothing pending at
-                # all, not measured on ejabberd: Prosody's rule for both.
+            elif self.subscription == "pending" and self.profile.probe_cancels_pending:
+                # Measured on Prosody 0.12: the answer goes out as the target's own
+                # `unsubscribed` (RFC 6121 §4.3.2), which also cancels the pending request: the
+                # subscription is lost. On ejabberd: no answer, and the request survives.
                 self.route(presence("unsubscribed", to=sender_bare, from_=self.target))
-                if self.subscription == "pending":
-                    self.subscription = "none"
+                self.subscription = "none"
+            # Measured on both (tests/integration/test_presence_answers.py): with nothing
+            # pending and no subscription, no answer at all.
         elif kind == "subscribe":
             if self.subscription == "subscribed":
                 # Measured: `subscribed`, then on Prosody every resource's presence twice
@@ -358,19 +359,19 @@ class SimServer:
                 if copies and not self._send_presences(sender_bare, copies=copies):
                     self.route(presence("unavailable", to=sender_bare, from_=self.target))
             else:
-                # Prosody answers `unavailable` "acknowledging receipt" (mod_presence, whatever
-                # the target's state; measured with the target offline); ejabberd, measured with
-                # the target offline, answers nothing. With a resource available, not measured
-                # on ejabberd: Prosody's rule for both. Then the server stores the request and
-                # delivers it to the target's available resources once (RFC 6121 §3.1.3).
-                available = [s for s in self._target_sessions() if s.presence is not None]
-                if available or self.profile.acknowledges_subscribe_while_offline:
+                # Measured: Prosody acknowledges with a bare `unavailable` (mod_presence:
+                # "acknowledging receipt"), ejabberd answers nothing, whether the target is
+                # online or not (the profile's acknowledges_subscribe). Then the server stores
+                # the request and delivers it to the target's available resources once (RFC 6121
+                # §3.1.3; measured on both: the target is asked).
+                if self.profile.acknowledges_subscribe:
                     self.route(presence("unavailable", to=sender_bare, from_=self.target))
                 if self.subscription == "none":
                     self.subscription = "pending"
                     request = presence("subscribe", to=self.target, from_=sender_bare)
-                    for session in available:
-                        session.down.send(request)
+                    for session in self._target_sessions():
+                        if session.presence is not None:
+                            session.down.send(request)
         # RFC 6121 §3: the other subscription types change nothing the proxy can observe here.
 
     def _target_sessions(self) -> list[ClientSession]:

@@ -168,11 +168,29 @@ def test_a_probe_gets_one_presence_per_available_resource_with_a_delay(
     assert all(s.child("delay", DELAY_NS) is not None for s in answers)
 
 
-@on_each_server
-def test_a_probe_with_nobody_online_gets_a_bare_unavailable(server: ServerProfile) -> None:
-    d = Deployment(server=server)
+def test_a_probe_with_nobody_online_gets_a_bare_unavailable() -> None:
+    # Measured on Prosody 0.12 (tests/integration/test_presence_answers.py).
+    d = Deployment()
     d.proxy_sends(presence("probe", to=TARGET, from_=PROXY))
     assert d.proxy_got() == [f"<presence type='unavailable' to='{PROXY}' from='{TARGET}'/>"]
+
+
+def test_on_ejabberd_a_probe_with_nobody_online_gets_no_answer() -> None:
+    # Measured on ejabberd 23.01 (tests/integration/test_presence_answers.py).
+    d = Deployment(server=EJABBERD)
+    d.proxy_sends(presence("probe", to=TARGET, from_=PROXY))
+    assert d.proxy_got() == []
+
+
+@on_each_server
+def test_a_probe_with_nothing_pending_gets_no_answer(server: ServerProfile) -> None:
+    # Measured on both (tests/integration/test_presence_answers.py), the target online or not.
+    d = Deployment("none", server)
+    d.proxy_sends(presence("probe", to=TARGET, from_=PROXY))
+    d.login(A)
+    d.proxy_sends(presence("probe", to=TARGET, from_=PROXY))
+    assert d.proxy_got() == []
+    assert d.server.subscription == "none"
 
 
 def test_a_probe_while_the_subscription_is_pending_loses_it() -> None:
@@ -186,6 +204,9 @@ def test_a_probe_while_the_subscription_is_pending_loses_it() -> None:
     d.proxy_sends(presence("probe", to=TARGET, from_=PROXY))
     assert d.proxy_got() == [f"<presence type='unsubscribed' to='{PROXY}' from='{TARGET}'/>"]
     assert d.server.subscription == "none"
+    # Nothing is pending any more: another probe gets no answer.
+    d.proxy_sends(presence("probe", to=TARGET, from_=PROXY))
+    assert d.proxy_got() == []
     # The target's approval now comes too late: the proxy hears `subscribed` (Prosody routes it
     # anyway) but gets no presence from then on.
     d.client_sends(A, presence("subscribed", to=PROXY))
@@ -233,8 +254,10 @@ def test_a_first_subscribe_is_acknowledged_with_unavailable_and_waits_for_approv
     assert d.server.subscription == "subscribed"
 
 
-def test_on_ejabberd_a_first_subscribe_while_the_target_is_offline_gets_no_answer() -> None:
-    # Measured on ejabberd 23.01: nothing; the request waits for the target all the same.
+def test_on_ejabberd_a_first_subscribe_gets_no_answer() -> None:
+    # Measured on ejabberd 23.01, with the target offline (DESIGN.md) and online
+    # (tests/integration/test_presence_answers.py): nothing; the request waits for the target
+    # all the same.
     d = Deployment(subscription="none", server=EJABBERD)
     d.proxy_sends(presence("subscribe", to=TARGET, from_=PROXY))
     assert d.proxy_got() == []
@@ -251,15 +274,15 @@ def test_on_ejabberd_a_first_subscribe_while_the_target_is_offline_gets_no_answe
 
 
 @on_each_server
-def test_a_first_subscribe_while_the_target_is_online_is_acknowledged_with_unavailable(
-    server: ServerProfile,
-) -> None:
-    # Prosody's mod_presence acknowledges whatever the target's state; ejabberd was measured
-    # with the target offline only, so the simulation keeps Prosody's rule for this case.
+def test_a_first_subscribe_while_the_target_is_online_asks_it(server: ServerProfile) -> None:
+    # Measured on both (tests/integration/test_presence_answers.py): the target is asked at
+    # once; Prosody acknowledges with `unavailable` as it does while the target is offline,
+    # ejabberd answers nothing.
     d = Deployment("none", server)
     target = d.login(A)
     d.proxy_sends(presence("subscribe", to=TARGET, from_=PROXY))
-    assert d.proxy_got() == [f"<presence type='unavailable' to='{PROXY}' from='{TARGET}'/>"]
+    ack = [f"<presence type='unavailable' to='{PROXY}' from='{TARGET}'/>"]
+    assert d.proxy_got() == (ack if server == PROSODY else [])
     assert [s.get("type") for s in target.got] == ["subscribe"]
 
 
