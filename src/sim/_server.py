@@ -273,7 +273,7 @@ class SimServer:
     def cut_component(self, notify: bool = True) -> None:
         """The component stream ends (a fault, or the component closing it).
 
-        Not Prosody's behaviour but the module's modelling choice (see the module docstring):
+        Neither server's behaviour but the module's modelling choice (see the module docstring):
         the server reads what the component wrote before the cut, and bounces what it had
         written to the component as if the component were already gone."""
         c = self._component
