@@ -47,7 +47,6 @@ from client_proxy.sim import (
     run,
 )
 from client_proxy.testing.whole_system import (
-    WholeSystemViolation,
     check_outcome,
     schedules,
     violations,
@@ -142,12 +141,11 @@ FORGED_THEN_REAL_ANSWER_TO_A_REUSED_ID = Schedule(
     ),
 )
 
-# Found by the long profile (`just test-long`, on the ejabberd run; it fails on Prosody too),
-# not fixed yet: a core bug, pinned by an expected failure below. Request #1 times out at b;
-# request #2, same id, is kept away from b (b still owes a late answer to #1) and times out at a;
-# the core remembers late answers owed for a (requester, id) at one resource only (LateReply),
-# so a's debt replaces b's. a's late answer is dropped, #3 (same id) goes to b, and b's late
-# answer to #1 is delivered as the answer to #3.
+# Found by the long profile (`just test-long`, on the ejabberd run; it failed on Prosody too).
+# Request #1 times out at b; request #2, same id, is kept away from b (b still owes a late answer
+# to #1) and times out at a. The core remembered late answers owed for a (requester, id) at one
+# resource only, so a's debt replaced b's, and b's late answer to #1 was delivered as the answer
+# to #3 (same id). LateReply now keeps each resource's debt for the key.
 LATE_ANSWERS_OWED_BY_TWO_RESOURCES = Schedule(
     users=(User(ALICE),),
     resources=(Resource("a", answer_after=1.5), Resource("b", answer_after=4.0)),
@@ -218,13 +216,6 @@ def test_a_late_reply_is_not_taken_for_the_answer_to_a_reused_id(server: ServerP
 
 
 @on_each_server
-@pytest.mark.xfail(
-    strict=True,
-    raises=WholeSystemViolation,
-    reason="core bug: LateReply keeps the late answers owed for a (requester, id) at one "
-    "resource only; a second request with that id timing out at another resource forgets "
-    "the first resource's debt, whose late answer is then taken for a third request's",
-)
 def test_late_answers_owed_by_two_resources_for_one_id_are_all_dropped(
     server: ServerProfile,
 ) -> None:
