@@ -54,8 +54,9 @@ demo: setup
     python examples/demo.py
 
 # One request through the proxy in a simulated deployment, no XMPP server: the four stanzas.
-sim: setup
-    python -m client_proxy.sim
+# ARGS: `--server ejabberd` (ejabberd's rules instead of Prosody's), `--all` (every stanza).
+sim *ARGS: setup
+    python -m client_proxy.sim {{ARGS}}
 
 # Against a real Prosody, direct vs through the proxy at 1/10/100 in flight: docs/benchmarks.md.
 bench *ARGS: setup

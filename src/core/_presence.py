@@ -21,6 +21,9 @@ from ._state import MAX_RESOURCES, Step, Subscription, TargetResource
 
 __all__ = ["target_presence"]
 
+#: The subscription has been asked for and no `subscribed` has come yet.
+_ASKED = frozenset({Subscription.REQUESTED, Subscription.UNANSWERED})
+
 
 def target_presence(w: Step, s: Stanza, sender: str) -> None:
     """Presence from the target (its bare JID or one of its resources) to the proxy's domain."""
@@ -33,6 +36,16 @@ def target_presence(w: Step, s: Stanza, sender: str) -> None:
             return
         _available(w, resource, _priority(s.priority))
         w.session = w.session._replace(synced=True)
+        if w.session.subscription in _ASKED:
+            # A resource's presence reaches the proxy's domain only once the subscription is in
+            # place: an approval made on the server (ejabberd's add_rosteritem while the proxy
+            # runs) brings the presence and no `subscribed`. No probe: the presence is coming.
+            w.session = w.session._replace(subscription=Subscription.APPROVED)
+            w.log(
+                "info",
+                "subscription.approved",
+                f"{cfg.target}/{resource} sent its presence: the subscription is in place",
+            )
     elif kind == "unavailable":
         if resource:
             _unavailable(w, resource)

@@ -74,8 +74,10 @@ def accept(w: Step, s: Stanza, requester: str, measured: int) -> None:
     resource: str | None = None
     late = w.lates.get(key) if w.lates else None
     if late is not None and len(ready) > 1:
-        # Keep it away from the resource that may still answer the same key late.
-        ready = tuple(r for r in ready if r.name != late.resource)
+        # Keep it away from the resources that may still answer the same key late.
+        clear = tuple(r for r in ready if not late.of(r.name))
+        if clear:
+            ready = clear
     if ready:
         resource = choose(w, ready, requester)
     else:
@@ -166,15 +168,15 @@ def reply(w: Step, s: Stanza, sender: str, measured: int = 0) -> None:
     key: RequestKey = (requester, s.id or "")
     if w.lates:
         late = w.lates.get(key)
-        if late is not None and sender == f"{cfg.target}/{late.resource}":
-            # The answer to a request with this key that timed out at this resource: replies
-            # from one resource come in order, so the next ones from there are those.
-            if late.owed > 1:
-                w.lates = w.lates.set(key, late._replace(owed=late.owed - 1))
-            else:
-                w.lates = w.lates.delete(key)
-            w.count("dropped.reply_late")
-            return
+        if late is not None and sender.startswith(cfg.target + "/"):
+            name = sender[len(cfg.target) + 1 :]
+            owed = late.of(name)
+            if owed:
+                # The answer to a request with this key that timed out at this resource:
+                # replies from one resource come in order, so the next ones from there are those.
+                _set_late(w, key, late, name, owed - 1)
+                w.count("dropped.reply_late")
+                return
     o = w.requests.get(key)
     if o is None:
         # Unknown id, a second reply, or one after the deadline: nobody is owed it.
@@ -313,30 +315,41 @@ def reroute(w: Step, gone: Iterable[str] | None) -> None:
             w.count("answered.resource_gone")
             answer(w, key, o, error_reply(o.request, RESOURCE_GONE), "resource_gone")
     for key, late in sorted(w.lates.items()):
-        if names is None or late.resource in names:
-            w.lates = w.lates.delete(key)
+        kept = tuple((name, n) for name, n in late.owed if names is not None and name not in names)
+        if kept != late.owed:
+            w.lates = w.lates.set(key, late._replace(owed=kept)) if kept else w.lates.delete(key)
 
 
 def _expect_late(w: Step, key: RequestKey, resource: str, owed: int) -> None:
-    """Remember that ``resource`` may still send ``owed`` replies for ``key``."""
+    """Remember that ``resource`` may still send ``owed`` more replies for ``key``."""
     old = w.lates.get(key)
-    if old is not None and old.resource == resource:
-        owed += old.owed
-    elif old is None and len(w.lates) >= w.config.max_outstanding:
+    if old is None and len(w.lates) >= w.config.max_outstanding:
         # Bounded: forget the oldest (a scan, only ever at the cap).
         oldest = min(w.lates.items(), key=lambda item: item[1].seq)
         w.lates = w.lates.delete(oldest[0])
         w.count("dropped.late_reply_memory")
     seq = w.next_seq
     w.next_seq = seq + 1
-    w.lates = w.lates.set(key, LateReply(seq, resource, owed))
+    if old is None:
+        _set_late(w, key, LateReply(seq, ()), resource, owed)
+    else:
+        _set_late(w, key, old._replace(seq=seq), resource, owed + old.of(resource))
+
+
+def _set_late(w: Step, key: RequestKey, late: LateReply, resource: str, n: int) -> None:
+    """``key``'s debts as in ``late``, with ``resource``'s set to ``n`` (0: forgotten)."""
+    others = [debt for debt in late.owed if debt[0] != resource]
+    owed = tuple(sorted([*others, (resource, n)] if n else others))
+    w.lates = w.lates.set(key, late._replace(owed=owed)) if owed else w.lates.delete(key)
 
 
 def _take_late(w: Step, key: RequestKey, resource: str | None) -> int:
-    """A request with ``key`` goes to ``resource``: the late replies it owes for the key, if
-    any, are now the request's to skip."""
+    """A request with ``key`` goes to ``resource``: the late replies ``resource`` owes for the
+    key, if any, are now the request's to skip."""
     late = w.lates.get(key)
-    if late is None or late.resource != resource:
+    if late is None or resource is None:
         return 0
-    w.lates = w.lates.delete(key)
-    return late.owed
+    owed = late.of(resource)
+    if owed:
+        _set_late(w, key, late, resource, 0)
+    return owed

@@ -149,19 +149,27 @@ class Call(NamedTuple):
 
 
 class LateReply(NamedTuple):
-    """Replies the proxy no longer wants: ``resource`` (a name) still holds ``owed`` requests
-    with this requester and id that timed out, and may yet answer them. Ids pass unchanged, so
-    such a late answer would look exactly like the answer to a new request with the same
-    requester and id. The next ``owed`` replies from ``resource`` for this key are dropped; a new
-    request with the key is kept away from ``resource`` if another one can take it, else it
-    takes the count along (:attr:`Outstanding.skip`). Remembered until ``resource`` answers or
-    goes offline: a late answer can come any time later (the whole-system properties found
-    that a fixed horizon lets it through). At most ``max_outstanding`` are kept (the oldest, by
-    ``seq``, is forgotten first)."""
+    """Replies the proxy no longer wants for one requester and id: ``owed`` lists, by resource
+    name (sorted), how many requests with this key each resource still holds that timed out,
+    and may yet answer. Ids pass unchanged, so such a late answer would look exactly like the
+    answer to a new request with the same requester and id. The next replies from a resource
+    for this key, as many as it owes, are dropped; a new request with the key is kept away from
+    the resources that owe if another one can take it, else it takes its resource's count along
+    (:attr:`Outstanding.skip`). Each debt is remembered until its resource answers or goes
+    offline: a late answer can come any time later (the whole-system properties found that a
+    fixed horizon lets it through, and that a key's debts at two resources must both be kept).
+    ``seq`` is when a debt of this key last grew; at most ``max_outstanding`` keys are kept
+    (the one whose debts grew longest ago is forgotten first)."""
 
     seq: int
-    resource: str
-    owed: int = 1
+    owed: tuple[tuple[str, int], ...]
+
+    def of(self, resource: str) -> int:
+        """What ``resource`` owes for this key."""
+        for name, count in self.owed:
+            if name == resource:
+                return count
+        return 0
 
 
 class MessageRoute(NamedTuple):
@@ -222,7 +230,7 @@ class ProxyState(NamedTuple):
     waits for a deadline: requests, ``calls`` (IQs the target started towards users) and
     ``routes`` (messages from the target whose error may come back); ``head`` is the sequence
     number from which to look for the next entry to expire, ``next_seq`` the next to hand out.
-    ``lates`` remembers which resource still holds requests that timed out (see
+    ``lates`` remembers which resources still hold requests that timed out (see
     :class:`LateReply`). ``rng`` is the seeded choice's generator (``_routing``), ``turn``
     `round-robin`'s counter, ``load`` requests per resource (for `least-outstanding` only).
     ``rates`` holds the rate limit's TAT per requester account (``_policy``), swept at

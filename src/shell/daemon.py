@@ -47,7 +47,7 @@ from .config import Settings
 from .health import status_line
 from .metrics import Metrics, MetricsServer
 from .notify import Notifier
-from .reload import reload_config
+from .reload import Reloads
 
 __all__ = ["EX_CONFIG", "FATAL_AT_FIRST", "STANDBY_RETRY", "Daemon", "run"]
 
@@ -392,8 +392,10 @@ class Daemon:
         #: Whether each stanza is logged (`--log-level debug`, set before the daemon starts):
         #: read once, as asking the logger costs about a tenth of a stanza's handling.
         self._debug = log.isEnabledFor(logging.DEBUG)
-        #: Set by `run` when `metrics_listen` is: what the core reports is counted there.
+        #: While `metrics_listen` is set (set_metrics_listen): what the core reports is counted
+        #: there, and served over HTTP.
         self.metrics: Metrics | None = None
+        self.metrics_server: MetricsServer | None = None
         #: systemd's notification socket (does nothing when not under systemd).
         self.notifier = Notifier()
         #: The session the status line was last made from: it changes by identity only when
@@ -763,6 +765,29 @@ class Daemon:
             self._attempt = 0
             self.loop.call_soon(self._connect)
 
+    async def set_metrics_listen(self, address: tuple[str, int] | None) -> None:
+        """Serve /metrics and /healthz on ``address`` from now on (None: nowhere, and stop
+        counting). A listener that moves keeps its counts. If the address cannot be bound,
+        raise OSError and leave everything as it was."""
+        server = self.metrics_server
+        if address is None:
+            if server is not None:
+                server.close()
+                log.info("metrics.closed: no longer listening on %s", server.address)
+            self.metrics = self.metrics_server = None
+            return
+        host, port = address
+        if server is not None:
+            await server.move(host, port)
+            return
+        metrics = Metrics(lambda: self.state, lambda: self.standby)
+        server = MetricsServer(metrics, lambda: self.state, host, port, lambda: self.standby)
+        await server.start()
+        if self.finished.done():  # stopped meanwhile: `run` has closed what there was
+            server.close()
+            return
+        self.metrics, self.metrics_server = metrics, server
+
     # -- stopping ------------------------------------------------------------------------------
 
     @property
@@ -827,16 +852,11 @@ async def run(settings: Settings, config_path: str | None = None) -> int:
     server refuses the first handshake). SIGHUP reloads ``config_path``."""
     loop = asyncio.get_running_loop()
     daemon = Daemon(settings, loop)
-    server = None
     if settings.metrics_listen is not None:
-        daemon.metrics = Metrics(lambda: daemon.state, lambda: daemon.standby)
-        host, port = settings.metrics_listen
-        server = MetricsServer(
-            daemon.metrics, lambda: daemon.state, host, port, lambda: daemon.standby
-        )
         try:
-            await server.start()
+            await daemon.set_metrics_listen(settings.metrics_listen)
         except OSError as exc:
+            host, port = settings.metrics_listen
             log.error("metrics.failed: cannot listen on %s:%d: %s", host, port, exc)
             return EX_CONFIG
     signals = [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1]
@@ -845,7 +865,7 @@ async def run(settings: Settings, config_path: str | None = None) -> int:
     loop.add_signal_handler(signal.SIGUSR1, lambda: log.info("status: %s", daemon.status()))
     if config_path is not None:
         # A SIGHUP (systemctl reload, logrotate, a closed terminal) reloads; it never stops.
-        loop.add_signal_handler(signal.SIGHUP, reload_config, daemon, config_path)
+        loop.add_signal_handler(signal.SIGHUP, Reloads(daemon, config_path).signal)
         signals.append(signal.SIGHUP)
     daemon.notifier.start_watchdog(loop)
     daemon.start()
@@ -856,6 +876,6 @@ async def run(settings: Settings, config_path: str | None = None) -> int:
             loop.remove_signal_handler(sig)
         # Until the process is gone, a stray SIGHUP must not kill it (the default action).
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        if server is not None:
-            server.close()
+        if daemon.metrics_server is not None:
+            daemon.metrics_server.close()
         daemon.notifier.close()

@@ -11,13 +11,16 @@ process, platform and garbage-collector collectors beside ours.
 The HTTP server runs on the daemon's own event loop (no thread): a scrape reads the state
 between two steps of the core, as any other event does, and an idle listener costs nothing.
 It answers one request per connection, HTTP/1.0 style; that is all a scraper or a health check
-needs, and prometheus-client's own server would need a thread.
+needs, and prometheus-client's own server would need a thread. A reload that changes
+`metrics_listen` moves it (:meth:`MetricsServer.move`): the counts stay, only the address
+changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
@@ -269,12 +272,52 @@ class MetricsServer:
         self.host = host
         self.port = port
         self._server: asyncio.Server | None = None
+        self._closed = False
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve, self.host, self.port, limit=self.MAX_HEAD
-        )
+        """Listen on ``host:port``; OSError if it cannot."""
+        self._server = await self._listen(self.host, self.port)
         log.info("metrics.listening: GET /metrics and /healthz on %s", self.address)
+
+    async def _listen(self, host: str, port: int) -> asyncio.Server:
+        return await asyncio.start_server(self._serve, host, port, limit=self.MAX_HEAD)
+
+    async def move(self, host: str, port: int) -> None:
+        """Listen on ``host:port`` instead, and stop listening where it did (connections being
+        answered there finish). If the new address cannot be bound, raise OSError and go on
+        listening where it did."""
+        try:
+            server = await self._listen(host, port)
+        except OSError as exc:
+            # The same port on another address (127.0.0.1:9347 to localhost:9347, say) can be
+            # taken by this very listener: let go of it and try again, and take it back if the
+            # new address fails all the same.
+            if exc.errno != errno.EADDRINUSE or port != self.port or self._server is None:
+                raise
+            self._server.close()
+            self._server = None
+            try:
+                server = await self._listen(host, port)
+            except OSError:
+                await self._listen_again()
+                raise
+        if self._closed:  # the daemon stopped while the new listener was being opened
+            server.close()
+            return
+        old, self._server = self._server, server
+        if old is not None:
+            old.close()
+        before = self.address
+        self.host, self.port = host, port
+        log.info(
+            "metrics.listening: GET /metrics and /healthz on %s (was %s)", self.address, before
+        )
+
+    async def _listen_again(self) -> None:
+        try:
+            self._server = await self._listen(self.host, self.port)
+        except OSError as exc:  # taken in the instant it was free
+            log.error("metrics.failed: cannot listen on %s again: %s", self.address, exc)
 
     @property
     def address(self) -> str:
@@ -282,6 +325,7 @@ class MetricsServer:
         return f"http://{host}:{self.port}"
 
     def close(self) -> None:
+        self._closed = True
         if self._server is not None:
             self._server.close()
             self._server = None

@@ -9,16 +9,24 @@ What changes how (the core decides for its part, :class:`~client_proxy.core.Conf
 - `component`, `server` or `secret`: the proxy ends its stream and connects again under the new
   ones, at once; the core keeps what is outstanding and holds the answers that fall due in
   between, as across any reconnect;
+- `metrics_listen`: the HTTP listener moves to the new address (or closes, or opens), keeping
+  its counts; an address that cannot be bound refuses the whole file, as below, and the
+  listener stays where it was. It is bound before anything else changes, so that a refused
+  file changes nothing;
 - `target` cannot change while running (what is outstanding was sent to it): refused;
-- `event_loop`, `seed` and `metrics_listen` are read at start only: noted, kept for the restart.
+- `event_loop` and `seed` are read at start only: noted (``config.pending``), kept for the
+  restart.
 
 A file that does not load or validate is refused with its one-line reason (``config.rejected``)
 and the running config stays; a good one logs ``config.reloaded`` with the keys that changed.
-Nothing here stops the process.
+Nothing here stops the process. Each SIGHUP gives one reload, one after the other, in order:
+binding a new listener waits for the event loop, and a SIGHUP that comes meanwhile waits its
+turn rather than reading the file under a half-applied one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
@@ -32,14 +40,14 @@ from .logs import set_format
 if TYPE_CHECKING:
     from .daemon import Daemon
 
-__all__ = ["RECONNECT_KEYS", "RESTART_KEYS", "changed_keys", "reload_config"]
+__all__ = ["RECONNECT_KEYS", "RESTART_KEYS", "Reloads", "changed_keys", "reload_config"]
 
 log = logging.getLogger("client_proxy")
 
 #: Keys whose change makes the proxy connect again.
 RECONNECT_KEYS = frozenset({"component", "server", "secret"})
 #: Keys read once at start.
-RESTART_KEYS = frozenset({"event_loop", "seed", "metrics_listen"})
+RESTART_KEYS = frozenset({"event_loop", "seed"})
 #: The TOML name of a ProxyConfig field, where it differs.
 _TOML_NAMES = {"proxy_domain": "component"}
 
@@ -69,53 +77,87 @@ def changed_keys(old: Settings, new: Settings) -> list[str]:
     return sorted(k for k in after if before.get(k) != after[k])
 
 
-def reload_config(daemon: Daemon, path: str) -> None:
+class Reloads:
+    """The SIGHUP handler: one :func:`reload_config` per signal, one at a time, in order."""
+
+    def __init__(self, daemon: Daemon, path: str) -> None:
+        self._daemon = daemon
+        self._path = path
+        self._waiting = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def signal(self) -> None:
+        self._waiting += 1
+        if self._task is None:
+            self._task = self._daemon.loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self._waiting:
+                self._waiting -= 1
+                try:
+                    await reload_config(self._daemon, self._path)
+                except Exception:  # a bug of ours must not end the reloads that follow
+                    log.exception("config.failed: reloading %s", self._path)
+        finally:
+            self._task = None
+
+
+async def reload_config(daemon: Daemon, path: str) -> None:
     """Apply the config file at ``path`` to the running ``daemon`` (see the module docstring)."""
     if daemon.stopping:
         log.info("config.ignored: SIGHUP during the stop; not reloading")
         return
     daemon.notifier.reloading()
     try:
-        _reload(daemon, path)
+        await _reload(daemon, path)
     finally:
         daemon.notifier.ready()
 
 
-def _reload(daemon: Daemon, path: str) -> None:
+def _reject(path: str, reason: str) -> None:
+    log.error(
+        "config.rejected: %s: %s; keeping the current configuration",
+        path,
+        reason,
+        extra={"fields": {"path": path, "reason": reason}},
+    )
+
+
+async def _reload(daemon: Daemon, path: str) -> None:
     try:
         new = load_settings(path)
     except ConfigError as exc:
-        log.error(
-            "config.rejected: %s: %s; keeping the current configuration",
-            path,
-            exc,
-            extra={"fields": {"path": path, "reason": str(exc)}},
-        )
+        _reject(path, str(exc))
         return
     old = daemon.settings
     if new.target != old.target:
-        reason = (
-            f"target cannot change from {old.target} to {new.target} while running: restart "
-            "client-proxy for that"
-        )
-        log.error(
-            "config.rejected: %s: %s; keeping the current configuration",
+        _reject(
             path,
-            reason,
-            extra={"fields": {"path": path, "reason": reason}},
+            f"target cannot change from {old.target} to {new.target} while running: restart "
+            "client-proxy for that",
         )
         return
     changed = changed_keys(old, new)
     if not changed:
         log.info("config.reloaded: %s: nothing changed", path, extra={"fields": {"changed": []}})
         return
+    if "metrics_listen" in changed:
+        try:
+            await daemon.set_metrics_listen(new.metrics_listen)
+        except OSError as exc:
+            host, port = new.metrics_listen or ("", 0)
+            _reject(path, f"metrics_listen {host}:{port}: cannot listen: {exc.strerror or exc}")
+            return
+        if daemon.stopping:
+            # The stop began while the listener was being bound: the rest is ignored, as a
+            # SIGHUP during the stop is.
+            return
     for warning in new.warnings:
         log.warning("config.warning: %s", warning)
     later = [k for k in changed if k in RESTART_KEYS]
     # What only a restart can change stays as it runs, so that what `settings` says is true.
-    new = dataclasses.replace(
-        new, event_loop=old.event_loop, seed=old.seed, metrics_listen=old.metrics_listen
-    )
+    new = dataclasses.replace(new, event_loop=old.event_loop, seed=old.seed)
     daemon.settings = new
     daemon.apply(ConfigChanged(daemon.loop.time(), new.core))
     if "log_format" in changed:

@@ -1,10 +1,11 @@
 """A second transport for the core: a deterministic, in-memory simulation of an XMPP deployment.
 
-A simulated server (:class:`SimServer`, Prosody's behaviour where the proxy can tell) routes
-stanzas between scripted client sessions (requesters, and the resources of the target account)
-and one external component: the core, driven by :class:`CoreTransport` exactly as a real
-transport drives it. Time is virtual (:class:`Clock`), so a run takes milliseconds and the same
-:class:`Schedule` always gives the same run::
+A simulated server (:class:`SimServer`, Prosody's or ejabberd's behaviour where the proxy can
+tell, as its :class:`ServerProfile` says) routes stanzas between scripted client sessions
+(requesters, and the resources of the target account) and one external component: the core,
+driven by :class:`CoreTransport` exactly as a real transport drives it. Time is virtual
+(:class:`Clock`), so a run takes milliseconds and the same :class:`Schedule` always gives the
+same run::
 
     >>> from client_proxy.sim import *
     >>> outcome = run(Schedule(
@@ -18,6 +19,8 @@ transport drives it. Time is virtual (:class:`Clock`), so a run takes millisecon
     >>> sorted(outcome.proxy_online), sorted(outcome.server_online)
     (['a'], ['a'])
 
+A schedule plays on Prosody unless its settings say otherwise
+(``Settings(server=ServerProfile.EJABBERD)``, or ``schedule.on(ServerProfile.EJABBERD)``).
 ``python -m client_proxy.sim`` prints the four stanzas of one proxied request;
 :mod:`client_proxy.testing.whole_system` holds the properties every run must keep.
 """
@@ -25,6 +28,7 @@ transport drives it. Time is virtual (:class:`Clock`), so a run takes millisecon
 from ._clients import FORGED, Received, Requester, SentRequest, TargetClient
 from ._clock import Clock, Hop, RunawaySimulation, Stream
 from ._codec import from_core, read_error, to_core
+from ._profile import SERVERS, Bounce, ServerProfile
 from ._run import Outcome, config_of, run
 from ._schedule import (
     PROXY,
@@ -61,9 +65,11 @@ __all__ = [
     "DELAY_NS",
     "FORGED",
     "PROXY",
+    "SERVERS",
     "SIM_NS",
     "STANZAS_NS",
     "TARGET",
+    "Bounce",
     "Clock",
     "ComponentDown",
     "ComponentEndpoint",
@@ -85,6 +91,7 @@ __all__ = [
     "RunawaySimulation",
     "Schedule",
     "SentRequest",
+    "ServerProfile",
     "Settings",
     "SimServer",
     "Step",

@@ -1,9 +1,10 @@
 """``python -m client_proxy.sim``: one request through the proxy, with no XMPP server at all.
 
-The simulated server and clients stand in for Prosody and real accounts; the proxy is the real
-core, driven by the simulation's transport. Prints the four stanzas that cross the component
-stream (user -> proxy -> target -> proxy -> user), as DESIGN.md shows them. ``--all`` prints
-every stanza of the run instead, the subscription handshake included.
+The simulated server and clients stand in for Prosody (or, with ``--server ejabberd``, ejabberd)
+and real accounts; the proxy is the real core, driven by the simulation's transport. Prints the
+four stanzas that cross the component stream (user -> proxy -> target -> proxy -> user), as
+DESIGN.md shows them; they are the same on both servers. ``--all`` prints every stanza of the
+run instead, the subscription handshake included, which is where the servers differ.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 
 from client_proxy.core._jid import bare
 
+from ._profile import SERVERS
 from ._run import Outcome, run
 from ._schedule import PROXY, TARGET, Online, Request, Resource, Schedule, User
 
@@ -48,8 +50,15 @@ def four_stanzas(outcome: Outcome) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m client_proxy.sim", description=__doc__)
     parser.add_argument("--all", action="store_true", help="print every stanza of the run")
+    servers = {server.name: server for server in SERVERS}
+    parser.add_argument(
+        "--server",
+        choices=list(servers),
+        default=SERVERS[0].name,
+        help="the server the simulated one behaves like (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
-    outcome = run(DEMO)
+    outcome = run(DEMO.on(servers[args.server]))
     if args.all:
         print(outcome.transcript())
         return

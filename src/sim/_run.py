@@ -95,6 +95,7 @@ class _Run:
             detect_delay=settings.detect_delay,
             subscription="subscribed" if settings.subscribed else "none",
             hops=self.hops,
+            profile=settings.server,
         )
         self.proxy = transport(config_of(schedule), settings.seed, self.clock, settings.timer_lag)
         self.users: dict[str, Requester] = {}

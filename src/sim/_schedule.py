@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ._profile import ServerProfile
+
 __all__ = [
     "PROXY",
     "TARGET",
@@ -102,6 +104,8 @@ class Settings:
     timer_lag: float = 0.0
     #: The seed of the proxy's resource choice.
     seed: int = 0
+    #: The server the simulated one behaves like, where Prosody and ejabberd differ.
+    server: ServerProfile = ServerProfile.PROSODY
 
     def __repr__(self) -> str:
         return _repr(self, 0)
@@ -259,6 +263,10 @@ class Schedule:
         if self.settings != Settings():
             text += f"{inner}settings={self.settings!r},\n"
         return text + indent + ")"
+
+    def on(self, server: ServerProfile) -> Schedule:
+        """The same schedule, played on ``server``."""
+        return dataclasses.replace(self, settings=dataclasses.replace(self.settings, server=server))
 
     def script(self) -> str:
         """A Python script that replays this schedule and checks the whole-system properties."""

@@ -1,14 +1,19 @@
 """The simulated XMPP server: routes stanzas between client sessions and one external component.
 
-It behaves like Prosody 0.12 where the proxy can tell the difference, and no further. Each rule
-names its source: an RFC section, Prosody's own code (mod_presence, mod_component), or the server
-facts measured for this project (DESIGN.md, "Server facts measured here"), which win where they
-are more precise. What it leaves out, on purpose: rosters other than the target's entry for the
-proxy, s2s (every domain but the component's is hosted here), offline storage, messages beyond
-plain delivery, presence broadcast to the target's own other resources (the proxy never sees it),
-and stream management (XEP-0198), which XEP-0114 components do not have.
+It behaves like Prosody 0.12 or like ejabberd 23.01, as its :class:`ServerProfile` says, where
+the proxy can tell the difference, and no further. Each rule names its source: an RFC section,
+Prosody's own code (mod_presence, mod_component), or the server facts measured for this project
+(DESIGN.md, "Server facts measured here"; docs/deploy.md, "The gap"), which win where they are
+more precise. The rules measured to differ between the two servers are the profile's fields
+(``self.profile``); every other rule is one for both, and says whether it was measured the same
+on ejabberd or not measured there, in which case ejabberd keeps Prosody's rule.
 
-Two modelling choices are not Prosody's, and say so where they are made. When the component
+What it leaves out, on purpose: rosters other than the target's entry for the proxy, s2s (every
+domain but the component's is hosted here), offline storage, messages beyond plain delivery,
+presence broadcast to the target's own other resources (the proxy never sees it), and stream
+management (XEP-0198), which XEP-0114 components do not have.
+
+Two modelling choices are neither server's, and say so where they are made. When the component
 stream is cut, what the component had already written is read, and what the server had written
 to the component is bounced as if the component had already gone; and the component notices the
 cut at the same instant as the server. A real TCP cut can lose stanzas in flight both ways,
@@ -26,14 +31,13 @@ from typing import Literal, Protocol
 from client_proxy.core._jid import bare, domain_of, resource_of
 
 from ._clock import Clock, Hop, Item, Stream
+from ._profile import ServerProfile
 from ._xml import DELAY_NS, Element, error_reply, presence
 
 __all__ = ["Client", "ComponentEndpoint", "ComponentLink", "SimServer", "TargetSubscription"]
 
 # Presence types that are about subscriptions, handled by the server (RFC 6121 §3).
 _SUBSCRIPTION_TYPES = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed", "probe"})
-# Prosody's mod_component: the error child telling a bounced sender the component is away.
-_NOT_CONNECTED = Element("not-connected", (("xmlns", "xmpp:prosody.im/protocol/component"),))
 
 #: The target's roster entry for the proxy's domain: nothing, a subscription request waiting for
 #: the target's approval ("pending-in" in Prosody's rostermanager), or approved (subscription
@@ -107,8 +111,10 @@ class SimServer:
         detect_delay: float,
         subscription: TargetSubscription,
         hops: list[Hop],
+        profile: ServerProfile = ServerProfile.PROSODY,
     ) -> None:
         self.clock = clock
+        self.profile = profile
         self.proxy_domain = proxy_domain
         self.target = target
         self.detect_delay = detect_delay
@@ -126,7 +132,8 @@ class SimServer:
         old = self.sessions.get(jid)
         if old is not None:
             # RFC 6120 §7.7.2.2, resource conflict: Prosody's default (`conflict_resolve =
-            # "kick_old"`) ends the old session, which unbinds as below.
+            # "kick_old"`) ends the old session, which unbinds as below. Not measured on
+            # ejabberd: Prosody's rule for both.
             self._unbind(old)
         session = ClientSession(jid)
 
@@ -199,7 +206,8 @@ class SimServer:
         self._announce(session.jid, stanza)
         if initial and bare(session.jid) == self.target and self.subscription == "pending":
             # RFC 6121 §3.1.3: a pending request is delivered when the contact comes online
-            # (Prosody resends `roster.pending` on initial presence).
+            # (Prosody resends `roster.pending` on initial presence). Not measured on ejabberd:
+            # Prosody's rule for both.
             session.down.send(presence("subscribe", to=self.target, from_=self.proxy_domain))
 
     def _announce(self, jid: str, stanza: Element) -> None:
@@ -219,7 +227,8 @@ class SimServer:
             if self.subscription == "pending":
                 self.subscription = "subscribed"
             # RFC 6121 §3.1.5: route the approval, then the presence of each available resource.
-            # Prosody does both even when nothing was pending.
+            # Prosody does both even when nothing was pending. Not measured on ejabberd:
+            # Prosody's rule for both.
             self.route(presence("subscribed", to=self.proxy_domain, from_=self.target))
             self._send_presences(self.proxy_domain, copies=1)
             return
@@ -234,8 +243,9 @@ class SimServer:
     def connect_component(self, endpoint: ComponentEndpoint, latency: float) -> None:
         """The component connects and completes the handshake (XEP-0114 §3)."""
         if self._component is not None:
-            # Prosody refuses a second connection for the same domain with `conflict`
-            # (DESIGN.md, measured); the simulation never opens one.
+            # Prosody refuses a second connection for the same domain with `conflict`; ejabberd
+            # accepts it and splits the domain's stanzas between the two (DESIGN.md, measured).
+            # A run has one proxy, and never opens a second connection.
             raise RuntimeError("the component is already connected")
         c = _ComponentSession(endpoint)
 
@@ -263,7 +273,7 @@ class SimServer:
     def cut_component(self, notify: bool = True) -> None:
         """The component stream ends (a fault, or the component closing it).
 
-        Not Prosody's behaviour but the module's modelling choice (see the module docstring):
+        Neither server's behaviour but the module's modelling choice (see the module docstring):
         the server reads what the component wrote before the cut, and bounces what it had
         written to the component as if the component were already gone."""
         c = self._component
@@ -286,6 +296,8 @@ class SimServer:
             return
         stanza = item
         sender = stanza.get("from")
+        # The three checks below are Prosody's (mod_component); not measured on ejabberd:
+        # Prosody's rules for both.
         if sender is None:
             # Prosody (mod_component): "COMPAT: Strictly we shouldn't allow this".
             stanza = stanza.with_attr("from", self.proxy_domain)
@@ -303,19 +315,12 @@ class SimServer:
         self.route(stanza)
 
     def _bounce_not_connected(self, stanza: Element) -> None:
-        # Measured (DESIGN.md): `remote-server-timeout` (wait) with Prosody's <not-connected/>;
-        # mod_component bounces every stanza kind, except errors and results.
+        # Measured on both servers (docs/deploy.md, "The gap"): every stanza kind is bounced,
+        # IQ requests, messages and presence, from users and from the target, except errors and
+        # results, which are dropped without a word. The bounce is the profile's: Prosody's
+        # `remote-server-timeout` with <not-connected/>, ejabberd's `forbidden` (s2s off).
         if stanza.get("type") not in ("error", "result"):
-            self.route(
-                error_reply(
-                    stanza,
-                    "wait",
-                    "remote-server-timeout",
-                    "Component unavailable",
-                    by=self.proxy_domain,
-                    extra=(_NOT_CONNECTED,),
-                )
-            )
+            self.route(self.profile.component_gone.reply(stanza))
 
     # -- the target's presence, as its contact the proxy asks for it ---------------------------
 
@@ -327,30 +332,40 @@ class SimServer:
             return  # only the proxy's roster entry is modelled
         if kind == "probe":
             if self.subscription == "subscribed":
-                # RFC 6121 §4.3.2 (and measured): one presence per available resource, with a
-                # XEP-0203 <delay/>; none available: Prosody answers a bare `unavailable`.
-                if not self._send_presences(sender, copies=1, delayed=True):
+                # RFC 6121 §4.3.2, measured the same on both servers: one presence per available
+                # resource, with a XEP-0203 <delay/>. None available: the profile's rule
+                # (Prosody a bare `unavailable`, ejabberd nothing).
+                if (
+                    not self._send_presences(sender, copies=1, delayed=True)
+                    and self.profile.unavailable_for_probe_with_nobody_online
+                ):
                     self.route(presence("unavailable", to=sender, from_=self.target))
-            else:
-                # RFC 6121 §4.3.2: not subscribed, answer `unsubscribed`. Measured on Prosody
-                # 0.12: the answer goes out as the target's own `unsubscribed`, which also
-                # cancels a pending request: the subscription is lost.
+            elif self.subscription == "pending" and self.profile.probe_cancels_pending:
+                # Measured on Prosody 0.12: the answer goes out as the target's own
+                # `unsubscribed` (RFC 6121 §4.3.2), which also cancels the pending request: the
+                # subscription is lost. On ejabberd: no answer, and the request survives.
                 self.route(presence("unsubscribed", to=sender_bare, from_=self.target))
-                if self.subscription == "pending":
-                    self.subscription = "none"
+                self.subscription = "none"
+            # Measured on both (tests/integration/test_presence_answers.py): with nothing
+            # pending and no subscription, no answer at all.
         elif kind == "subscribe":
             if self.subscription == "subscribed":
-                # Measured: `subscribed`, then every resource's presence twice (Prosody's
-                # mod_presence: "Sending presence is not clearly stated in the RFC, but it seems
-                # appropriate"); a bare `unavailable` when no resource is available.
+                # Measured: `subscribed`, then on Prosody every resource's presence twice
+                # (mod_presence: "Sending presence is not clearly stated in the RFC, but it
+                # seems appropriate"), or a bare `unavailable` when no resource is available;
+                # on ejabberd `subscribed` alone (resubscribe_copies 0).
                 self.route(presence("subscribed", to=sender_bare, from_=self.target))
-                if not self._send_presences(sender_bare, copies=2):
+                copies = self.profile.resubscribe_copies
+                if copies and not self._send_presences(sender_bare, copies=copies):
                     self.route(presence("unavailable", to=sender_bare, from_=self.target))
             else:
-                # Prosody answers `unavailable` "acknowledging receipt" (measured with the
-                # target offline), then stores the request and delivers it to the target's
-                # available resources once (RFC 6121 §3.1.3).
-                self.route(presence("unavailable", to=sender_bare, from_=self.target))
+                # Measured: Prosody acknowledges with a bare `unavailable` (mod_presence:
+                # "acknowledging receipt"), ejabberd answers nothing, whether the target is
+                # online or not (the profile's acknowledges_subscribe). Then the server stores
+                # the request and delivers it to the target's available resources once (RFC 6121
+                # §3.1.3; measured on both: the target is asked).
+                if self.profile.acknowledges_subscribe:
+                    self.route(presence("unavailable", to=sender_bare, from_=self.target))
                 if self.subscription == "none":
                     self.subscription = "pending"
                     request = presence("subscribe", to=self.target, from_=sender_bare)
@@ -409,7 +424,8 @@ class SimServer:
         if resource_of(to) is None:
             # RFC 6121 §8.5.2: to a bare JID. Presence goes to the available resources; the
             # server answers an IQ request itself (RFC 6121 §8.5.2.1.3: service-unavailable
-            # for anything it does not implement).
+            # for anything it does not implement). Not measured on ejabberd: Prosody's rule,
+            # and its shape of the error, for both.
             if stanza.name == "presence":
                 for s in self.sessions.values():
                     if bare(s.jid) == to and s.presence is not None:
@@ -420,10 +436,13 @@ class SimServer:
         if session is not None:
             session.down.send(stanza)  # RFC 6121 §8.5.3.1: the resource is connected
         elif stanza.name == "iq" and kind in ("get", "set"):
-            # RFC 6121 §8.5.3.2.3, measured: `service-unavailable` (cancel) from the full JID,
-            # same id. A result or error to a gone resource is silently dropped.
-            self.route(error_reply(stanza, "cancel", "service-unavailable"))
-        # RFC 6121 §8.5.3.2: presence (and, here, messages) to a gone resource are dropped.
+            # RFC 6121 §8.5.3.2.3, measured on both: `service-unavailable` (cancel) from the
+            # full JID, same id; ejabberd echoes the payload and adds a text (the profile's
+            # session_gone). A result or error to a gone resource is silently dropped (not
+            # measured on ejabberd: Prosody's rule for both).
+            self.route(self.profile.session_gone.reply(stanza))
+        # RFC 6121 §8.5.3.2: presence (and, here, messages) to a gone resource are dropped. Not
+        # measured on ejabberd: Prosody's rule for both.
 
 
 def _stamp(now: float) -> str:

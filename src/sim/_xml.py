@@ -145,14 +145,19 @@ def presence(
 
 
 def error_element(
-    type: str, condition: str, text: str | None = None, by: str | None = None
+    type: str,
+    condition: str,
+    text: str | None = None,
+    by: str | None = None,
+    extra: tuple[Element, ...] = (),
 ) -> Element:
-    """An `<error/>` child (RFC 6120 §8.3.2): its type, defined condition and optional text."""
+    """An `<error/>` child (RFC 6120 §8.3.2): its type, defined condition, optional text and
+    ``by``, then any ``extra`` children (application-specific conditions)."""
     children: tuple[Element | str, ...] = (Element(condition, (("xmlns", STANZAS_NS),)),)
     if text is not None:
         children = (*children, Element("text", (("xmlns", STANZAS_NS),), (text,)))
     attrs = (("type", type),) if by is None else (("type", type), ("by", by))
-    return Element("error", attrs, children)
+    return Element("error", attrs, (*children, *extra))
 
 
 def error_reply(
@@ -163,17 +168,18 @@ def error_reply(
     *,
     by: str | None = None,
     extra: tuple[Element, ...] = (),
+    echo: bool = False,
 ) -> Element:
-    """The error answer to ``stanza`` as Prosody's ``st.error_reply`` builds it (RFC 6120
-    §8.3.1): same name and id, `to` and `from` swapped, type error, no payload echoed."""
-    error = error_element(type, condition, text, by)
-    for child in extra:
-        error = error.with_child(child)
+    """The error answer to ``stanza`` (RFC 6120 §8.3.1): same name and id, `to` and `from`
+    swapped, type error. Prosody's ``st.error_reply`` echoes no payload; with ``echo`` the
+    stanza's children come back before the `<error/>`, as ejabberd sends them (the order is
+    RFC 6120's examples'; ejabberd's was not recorded)."""
+    error = error_element(type, condition, text, by, extra)
     return _stanza(
         stanza.name,
         "error",
         stanza.get("id"),
         to=stanza.get("from"),
         from_=stanza.get("to"),
-        children=(error,),
+        children=(*stanza.children, error) if echo else (error,),
     )

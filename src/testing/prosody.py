@@ -88,10 +88,13 @@ class Prosody:
         host: str = "localhost",
         components: dict[str, str] | None = None,
         log_level: str = "debug",
+        plugin_paths: tuple[str | os.PathLike[str], ...] = (),
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.host = host
         self.components = dict(components or {})
+        #: Folders Prosody (and prosodyctl) search for modules before its own.
+        self.plugin_paths = tuple(Path(p).resolve() for p in plugin_paths)
         self.c2s_port = free_port()
         self.component_port = free_port()
         while self.component_port == self.c2s_port:
@@ -114,13 +117,14 @@ class Prosody:
 
     def config_text(self) -> str:
         """The generated prosody.cfg.lua."""
+        paths = "; ".join(quoted(str(p)) for p in self.plugin_paths)
         lines = [
             "-- Generated for client-proxy's tests: plaintext, loopback only, no s2s.",
             "run_as_root = true",
             f"data_path = {quoted(str(self.data_dir))}",
             f"pidfile = {quoted(str(self.pid_path))}",
             f"certificates = {quoted(str(self.certs_dir))}",
-            "plugin_paths = { }",
+            f"plugin_paths = {{ {paths} }}",
             'modules_enabled = { "roster"; "saslauth"; "disco"; "ping"; "posix"; }',
             'modules_disabled = { "s2s"; }',
             'authentication = "internal_hashed"',
@@ -146,19 +150,28 @@ class Prosody:
         """Create the account `user@host` (works whether or not the server is running); returns
         its bare JID."""
         host = host or self.host
+        self.prosodyctl("register", user, host, password, shown=f"register {user} {host}")
+        return f"{user}@{host}"
+
+    def prosodyctl(self, *args: str, shown: str | None = None) -> str:
+        """Run ``prosodyctl --config <this server's config> ARGS`` (as an operator would, with
+        this server's config: its hosts, its data directory, its plugin paths) and return what it
+        printed; raise ProsodyError, with that output, if it exits non-zero. ``shown`` replaces
+        the arguments in the error (to keep a password out of it). prosodyctl works on the
+        stored data, whether or not the server is running."""
         result = subprocess.run(
-            ["prosodyctl", "--config", str(self.config_path), "register", user, host, password],
+            ["prosodyctl", "--config", str(self.config_path), *args],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=30,
             check=False,
         )
+        output = result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
         if result.returncode != 0:
             raise ProsodyError(
-                f"prosodyctl register {user} {host} exited {result.returncode}: "
-                f"{result.stdout.decode(errors='replace')}{result.stderr.decode(errors='replace')}"
+                f"prosodyctl {shown or ' '.join(args)} exited {result.returncode}: {output}"
             )
-        return f"{user}@{host}"
+        return output
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

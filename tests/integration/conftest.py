@@ -17,6 +17,7 @@ import pytest
 from client_proxy.testing.ejabberd import Ejabberd, ejabberd_available
 from client_proxy.testing.prosody import Prosody, prosody_available
 from proxy_env import PROXY_DOMAIN, SECRET, SERVER_KINDS, ProxyEnv, XmppServer
+from roster_command import roster_command_plugins
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -45,7 +46,11 @@ def server(
     if kind == "prosody":
         if not prosody_available():
             _unavailable("prosody/prosodyctl not installed (scripts/bootstrap installs it)")
-        server = Prosody(tmp_path_factory.mktemp("prosody"), components={PROXY_DOMAIN: SECRET})
+        server = Prosody(
+            tmp_path_factory.mktemp("prosody"),
+            components={PROXY_DOMAIN: SECRET},
+            plugin_paths=roster_command_plugins(),
+        )
     else:
         if not ejabberd_available():
             _unavailable("ejabberdctl/erl not installed (scripts/bootstrap installs ejabberd)")

@@ -144,8 +144,10 @@ class ProxyEnv:
         mode: str = "echo",
         delay: float = 0.0,
         priority: int | None = None,
+        approve: bool = True,
     ) -> TargetResource:
-        """A logged-in resource of the target account (approves the proxy's subscription)."""
+        """A logged-in resource of the target account (approves the proxy's subscription unless
+        `approve` is false)."""
         client = TargetResource(
             f"{jid or self.target}/{name}",
             PASSWORD,
@@ -155,6 +157,7 @@ class ProxyEnv:
             mode=mode,  # type: ignore[arg-type]
             delay=delay,
             priority=priority,
+            approve=approve,
         )
         self.clients.append(client)
         await client.start()

@@ -1,12 +1,14 @@
-"""docs/deploy.md's Jitsi Meet recipe, as written: its Lua component block and its client-proxy
-config are read from the page (with `meet.example.org` as `meet.test`, and this run's ports and
-secret), a Prosody of its own serves `meet.test` and `auth.meet.test`, and what the Jitsi Meet
-web client sends to the focus goes through client-proxy to a stand-in for jicofo."""
+"""docs/deploy.md's Jitsi Meet recipe, as written: its Lua component block, its client-proxy
+config and its commands that approve the subscription are read from the page (with
+`meet.example.org` as `meet.test`, and this run's ports and secret), a Prosody of its own serves
+`meet.test` and `auth.meet.test`, and what the Jitsi Meet web client sends to the focus goes
+through client-proxy to a stand-in for jicofo."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import shlex
 import signal
 import xml.etree.ElementTree as ET
 from collections.abc import Generator
@@ -16,6 +18,8 @@ from typing import Any
 import pytest
 from client_proxy.testing.prosody import Prosody, free_port, prosody_available
 from proxy_daemon import Daemon
+from roster_command import roster_command_plugins
+from service_checks import wait_health
 from xmpp_clients import Requester, TargetResource
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -27,16 +31,17 @@ PASSWORD = "password"
 SECRET = "a long random secret"
 
 
-def recipe_blocks() -> tuple[str, str, str]:
-    """The recipe's global Lua lines (the component listener), its external component, and its
-    client-proxy config."""
+def recipe_blocks() -> tuple[str, str, str, str]:
+    """The recipe's global Lua lines (the component listener), its external component, its
+    client-proxy config, and its shell lines that approve the subscription."""
     page = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
     recipe = page[page.index("## Jitsi Meet") :].replace("meet.example.org", DOMAIN)
     blocks = re.findall(r"```(\w+)\n(.*?)```", recipe, re.DOTALL)
     (listener,) = [b for lang, b in blocks if lang == "lua" and "component_ports" in b]
     (component,) = [b for lang, b in blocks if lang == "lua" and "component_secret" in b]
     (toml,) = [b for lang, b in blocks if lang == "toml" and "component =" in b]
-    return listener, component, toml
+    (approval,) = [b for lang, b in blocks if lang == "sh" and "mod_roster_command" in b]
+    return listener, component, toml, approval
 
 
 class JitsiProsody(Prosody):
@@ -44,7 +49,7 @@ class JitsiProsody(Prosody):
     listener in the global section, the component after the hosts."""
 
     def config_text(self) -> str:
-        listener, component, _ = recipe_blocks()
+        listener, component, _, _ = recipe_blocks()
         # The recipe names the standard port; this run has a free one.
         listener = listener.replace("{ 5347 }", f"{{ {self.component_port} }}")
         base = re.sub(r"component_(ports|interfaces) = .*\n", "", super().config_text())
@@ -62,7 +67,7 @@ def _vhosts() -> str:
 def jitsi(tmp_path: Path) -> Generator[JitsiProsody, None, None]:
     if not prosody_available():
         pytest.skip("prosody is not installed (scripts/bootstrap installs it)")
-    server = JitsiProsody(tmp_path / "prosody", host=DOMAIN)
+    server = JitsiProsody(tmp_path / "prosody", host=DOMAIN, plugin_paths=roster_command_plugins())
     server.register("focus", f"auth.{DOMAIN}", PASSWORD)
     server.register("web", DOMAIN, PASSWORD)
     server.start()
@@ -100,11 +105,13 @@ class Jicofo(TargetResource):
 
 
 def test_jitsi_meet_focus_behind_client_proxy(jitsi: JitsiProsody, tmp_path: Path) -> None:
-    """The web client's `<conference/>` set to focus.meet.test reaches jicofo's session
-    (resource `focus`, and not a second session of the account that resource_pattern keeps
-    out), jicofo reads the user's full JID from the translated `from`, and the user gets the
-    answer from focus.meet.test with its own id."""
-    _, _, toml = recipe_blocks()
+    """Step 4's commands approve the subscription (prosodyctl with this Prosody's config, then
+    the restart, which client-proxy rides out), and /healthz says ok once jicofo is online,
+    jicofo approving nothing itself. Then the web client's `<conference/>` set to
+    focus.meet.test reaches jicofo's session (resource `focus`, and not a second session of the
+    account that resource_pattern keeps out), jicofo reads the user's full JID from the
+    translated `from`, and the user gets the answer from focus.meet.test with its own id."""
+    _, _, toml, approval = recipe_blocks()
     metrics = free_port()
     toml = toml.replace("127.0.0.1:5347", f"127.0.0.1:{jitsi.component_port}")
     toml = toml.replace("127.0.0.1:9347", f"127.0.0.1:{metrics}")
@@ -120,15 +127,32 @@ def test_jitsi_meet_focus_behind_client_proxy(jitsi: JitsiProsody, tmp_path: Pat
         clients: list[Any] = []
         try:
             await daemon.wait_log("connection.up", timeout=15)
+            await wait_health(metrics, (503, "subscription pending"))
+            for line in approval.splitlines():
+                command = shlex.split(line, comments=True)
+                if command == ["systemctl", "restart", "prosody"]:
+                    mark = daemon.mark()
+                    await asyncio.to_thread(jitsi.restart)
+                    await daemon.wait_log("connection.up", since=mark, timeout=30)
+                elif command:
+                    assert command[0] == "prosodyctl", command
+                    await asyncio.to_thread(jitsi.prosodyctl, *command[1:])
+            await daemon.wait_log("subscription.approved", timeout=15)
+
             address = ("127.0.0.1", jitsi.c2s_port)
             focus = Jicofo(
-                f"focus@auth.{DOMAIN}/focus", PASSWORD, *address, proxy_domain=f"focus.{DOMAIN}"
+                f"focus@auth.{DOMAIN}/focus",
+                PASSWORD,
+                *address,
+                proxy_domain=f"focus.{DOMAIN}",
+                approve=False,
             )
             other = TargetResource(
                 f"focus@auth.{DOMAIN}/admin-laptop",
                 PASSWORD,
                 *address,
                 proxy_domain=f"focus.{DOMAIN}",
+                approve=False,
             )
             user = Requester(f"web@{DOMAIN}/browser", PASSWORD, *address)
             clients += [focus, other, user]
@@ -136,6 +160,7 @@ def test_jitsi_meet_focus_behind_client_proxy(jitsi: JitsiProsody, tmp_path: Pat
                 await client.start()
             await daemon.wait_log("resource.online", containing="focus", timeout=15)
             await daemon.wait_log("resource.online", containing="admin-laptop", timeout=15)
+            await wait_health(metrics, (200, "ok"))
 
             ids = []
             for n in range(3):
@@ -151,6 +176,7 @@ def test_jitsi_meet_focus_behind_client_proxy(jitsi: JitsiProsody, tmp_path: Pat
                 assert 'ready="true"' in answer and f"room{n}@conference" in answer
             assert focus.users == [str(user.boundjid)] * 3
             assert other.requests == []
+            assert focus.approved == other.approved == []
         finally:
             for client in clients:
                 if client.transport is not None:

@@ -1,6 +1,7 @@
 """Running client-proxy as a service, against the session's real servers (Prosody and ejabberd):
-metrics and health over HTTP, the sd_notify messages on a real datagram socket, SIGHUP reloads
-(policy at once, a reconnect for a new server or secret, bad files and a new target refused, a
+metrics (requests by outcome, messages by direction) and health over HTTP, the sd_notify
+messages on a real datagram socket, SIGHUP reloads (policy at once, a reconnect for a new
+server or secret, the HTTP listener moved, bad files, a new target and a port in use refused, a
 storm of them survived), exit 78 when the first handshake is refused, and JSON log lines."""
 
 from __future__ import annotations
@@ -8,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from client_proxy.testing.prosody import free_port
 from proxy_daemon import Daemon
 from proxy_env import PROMPT, PROXY_DOMAIN, SECRET, ProxyEnv, wait_for
-from service_checks import NotifySocket, dropped, get, scrape, value, wait_health
+from service_checks import NotifySocket, dropped, get, health, scrape, value, wait_health
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -77,6 +80,53 @@ def test_metrics_count_requests_by_outcome(env: ProxyEnv) -> None:
         assert content_type.startswith("application/openmetrics-text"), content_type
         assert body.rstrip().endswith("# EOF")
         assert (await get(port, "/nowhere"))[0] == 404
+
+    env.run(main)
+
+
+def test_messages_counted_by_direction(env: ProxyEnv) -> None:
+    """messages_total by direction, against what the server delivered: five messages from two
+    users to the service reach the target (inbound +5); three from the target reach the users,
+    and one to a user who does not exist leaves the proxy all the same (outbound +4); the
+    server's error for that one, relayed to the resource that sent it, is not a message proxied
+    (neither count moves for it); requests are not messages."""
+    port = free_port()
+
+    async def main() -> None:
+        daemon = await env.ready_daemon(metrics_listen=f"127.0.0.1:{port}")
+        (alpha,) = await env.online(daemon, "alpha")
+        users = [await env.requester(resource="one"), await env.requester(resource="two")]
+        before = await scrape(port)
+
+        for n in range(5):
+            users[n % 2].send_message(mto=PROXY_DOMAIN, mbody=f"to the service {n}", mtype="chat")
+        await wait_for(lambda: len(alpha.messages) == 5, "five messages at the target")
+        for n in range(3):
+            alpha.send_message_to(f"{PROXY_DOMAIN}/{users[n % 2].boundjid}", f"to a user {n}")
+        alpha.send_message(
+            mto=f"{PROXY_DOMAIN}/nobody-{env.target}/x", mbody="anyone there?", mtype="normal"
+        )
+        await wait_for(
+            lambda: (
+                sum(len(u.messages) for u in users) == 3
+                and any('type="error"' in m for m in alpha.messages)
+            ),
+            "three messages at the users and the bounce at the target",
+        )
+        rid = users[0].request(PROXY_DOMAIN)
+        await users[0].reply(rid, PROMPT)
+        after = await scrape(port)
+
+        def delta(direction: str) -> float:
+            name = "client_proxy_messages_total"
+            return value(after, name, direction=direction) - value(
+                before, name, direction=direction
+            )
+
+        assert delta("inbound") == 5
+        assert delta("outbound") == 4
+        assert [len(u.messages) for u in users] == [2, 1]
+        assert len(alpha.messages) == 6
 
     env.run(main)
 
@@ -259,6 +309,80 @@ def test_sighup_new_server_and_secret_reconnect_keeping_requests(env: ProxyEnv) 
         assert (await user.reply(rid, PROMPT)).type == "result"
         await asyncio.sleep(0.3)
         assert user.unsolicited() == []
+
+    env.run(main)
+
+
+def refused(port: int) -> bool:
+    """True if nothing listens on 127.0.0.1:port."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_sighup_moves_metrics_listen(env: ProxyEnv) -> None:
+    """A reload that changes metrics_listen moves the listener at once: the new port serves
+    /healthz and the same counts, the old one refuses connections. A port that something else
+    holds refuses the whole file (one config.rejected line with the reason; the listener stays,
+    and the file's other change is not applied); the same port on another address (127.0.0.1
+    to localhost) works though the listener itself held it; left out, nothing listens; set
+    again, it listens again, counting from zero. Nothing is left for a restart."""
+    first, second = free_port(), free_port()
+
+    async def main() -> None:
+        daemon = await env.ready_daemon(metrics_listen=f"127.0.0.1:{first}")
+        await env.online(daemon, "alpha")
+        user = await env.requester()
+        await user.all_replies([user.request(PROXY_DOMAIN) for _ in range(3)], PROMPT)
+        await wait_health(first, (200, "ok"))
+
+        def results(samples: dict[Any, float]) -> float:
+            name = "client_proxy_requests_total"
+            return value(samples, name, direction="inbound", outcome="result")
+
+        async def reload(code: str, **overrides: Any) -> list[str]:
+            mark = daemon.mark()
+            env.write_config(env.settings(**overrides), daemon.config_path.name)
+            daemon.signal(signal.SIGHUP)
+            await daemon.wait_log(code, since=mark)
+            await asyncio.sleep(0.2)  # anything else this reload logs
+            return daemon.snapshot()[mark:]
+
+        lines = await reload("config.reloaded", metrics_listen=f"127.0.0.1:{second}")
+        assert any("changed metrics_listen" in line for line in lines), lines
+        assert await health(second) == (200, "ok")
+        assert results(await scrape(second)) == 3
+        assert refused(first)
+
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            elsewhere = taken.getsockname()[1]
+            lines = await reload(
+                "config.rejected", metrics_listen=f"127.0.0.1:{elsewhere}", routing="round-robin"
+            )
+        errors = [line for line in lines if " ERROR " in line]
+        assert len(errors) == 1 and "address already in use" in errors[0], lines
+        assert f"metrics_listen 127.0.0.1:{elsewhere}" in errors[0], errors
+        assert not [line for line in lines if "config.reloaded" in line], lines
+        assert await health(second) == (200, "ok")
+
+        lines = await reload(
+            "config.reloaded", metrics_listen=f"localhost:{second}", routing="round-robin"
+        )
+        assert any("changed metrics_listen, routing" in line for line in lines), lines
+        assert await health(second) == (200, "ok")
+        assert results(await scrape(second)) == 3
+
+        await reload("config.reloaded", routing="round-robin")
+        assert refused(second)
+        await reload("config.reloaded", metrics_listen=f"127.0.0.1:{first}")
+        assert await health(first) == (200, "ok")
+        assert results(await scrape(first)) == 0
+        assert not daemon.matching("config.pending")
+        assert daemon.process.poll() is None
 
     env.run(main)
 

@@ -237,7 +237,9 @@ Mode = Literal["echo", "hold", "error"]
 class TargetResource(_Client):
     """One resource of the implementing client (the target account).
 
-    Approves a `subscribe` from `proxy_domain`. Every IQ get/set it receives is recorded in
+    Approves a `subscribe` from `proxy_domain` (unless `approve` is false: then such requests
+    are only recorded in `subscribe_requests`, for a test where the operator approves on the
+    server). Every IQ get/set it receives is recorded in
     `iqs` (and in `requests`) and then, by `mode`: `echo` answers a result carrying the request's
     payload (after `delay` seconds), `hold` keeps it in `held` for the test to answer later with
     `answer()`, `error` answers `item-not-found` (cancel).
@@ -254,10 +256,14 @@ class TargetResource(_Client):
         mode: Mode = "echo",
         delay: float = 0.0,
         priority: int | None = None,
+        approve: bool = True,
     ) -> None:
         super().__init__(jid, password, host, port)
         self.priority = priority
         self.proxy_domain = proxy_domain
+        self.approve = approve
+        #: Every `subscribe` from the proxy's domain this resource received.
+        self.subscribe_requests: list[str] = []
         self.mode: Mode = mode
         self.delay = delay
         self.held: dict[str, Any] = {}
@@ -278,10 +284,13 @@ class TargetResource(_Client):
 
     def _on_subscribe(self, presence: Any) -> None:
         asker = presence["from"].bare
-        if asker == self.proxy_domain:
+        if asker != self.proxy_domain:
+            return
+        self.subscribe_requests.append(asker)
+        if self.approve:
             self.send_presence(pto=asker, ptype="subscribed")
             self.approved.append(asker)
-            self._notify()
+        self._notify()
 
     def on_iq(self, iq: Any) -> None:
         if iq["type"] not in ("get", "set") or not self._from_proxy(str(iq["from"])):

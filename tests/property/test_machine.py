@@ -237,10 +237,9 @@ def rendezvous_choice(requester: str, candidates: list[str]) -> str:
 
 @dataclass
 class Late:
-    """A resource that may still answer ``owed`` timed-out requests with one key."""
+    """The resources that may still answer timed-out requests with one key: how many each."""
 
-    resource: str
-    owed: int
+    owed: dict[str, int]
     order: int
 
 
@@ -466,20 +465,22 @@ class Model:
         """``LateReply``: the next ``owed`` replies from ``resource`` for ``key`` are not
         wanted; at most ``max_outstanding`` remembered, the oldest forgotten first."""
         old = self.lates.get(key)
-        if old is not None and old.resource == resource:
-            owed += old.owed
-        elif old is None and len(self.lates) >= self.config.max_outstanding:
+        if old is None and len(self.lates) >= self.config.max_outstanding:
             del self.lates[min(self.lates, key=lambda k: self.lates[k].order)]
             self.count("dropped.late_reply_memory")
         self.orders += 1
-        self.lates[key] = Late(resource, owed, self.orders)
+        late = self.lates[key] = old or Late({}, self.orders)
+        late.owed[resource] = late.owed.get(resource, 0) + owed
+        late.order = self.orders
 
     def take_late(self, key: tuple[str, str], resource: str) -> int:
         late = self.lates.get(key)
-        if late is None or late.resource != resource:
+        if late is None:
             return 0
-        del self.lates[key]
-        return late.owed
+        owed = late.owed.pop(resource, 0)
+        if not late.owed:
+            del self.lates[key]
+        return owed
 
     def refuse_parked(self) -> None:
         for key in list(self.parked):
@@ -633,7 +634,8 @@ class Model:
         candidates = self.candidates()
         late = self.lates.get(key)
         if late is not None and len(candidates) > 1:
-            candidates = [c for c in candidates if c != late.resource]
+            # Away from every resource that may still answer this key late, if one is left.
+            candidates = [c for c in candidates if c not in late.owed] or candidates
         size = self.footprint_of(s, measured, candidates)
         # The caps, in the order ``_policy.within_caps`` names them: all requests, all bytes,
         # this requester's requests, this requester's bytes.
@@ -729,8 +731,11 @@ class Model:
             return
         key = (requester, s.id or "")
         late = self.lates.get(key)
-        if late is not None and s.from_ == f"{TARGET}/{late.resource}":
-            late.owed -= 1  # the answer to one that timed out there: nobody wants it now
+        slow = resource_part(s.from_ or "") if bare_part(s.from_ or "") == TARGET else None
+        if late is not None and slow in late.owed:
+            late.owed[slow] -= 1  # the answer to one that timed out there: nobody wants it now
+            if not late.owed[slow]:
+                del late.owed[slow]
             if not late.owed:
                 del self.lates[key]
             self.count("dropped.reply_late")
@@ -920,6 +925,12 @@ class Model:
                 eligible if old is None else old.eligible, presence_priority(s.priority)
             )
             self.synced = True
+            # Presence comes only with the subscription in place (an approval made on the
+            # server brings no `subscribed`): once asked for, it is approved, and no probe is
+            # owed for it any more.
+            if self.subscription in ("requested", "unanswered"):
+                self.subscription = "approved"
+                self.log("info", "subscription.approved")
             candidates = self.candidates()
             if self.parked and candidates:
                 for key in self.parked:
@@ -988,7 +999,10 @@ class Model:
                 self.count("dropped.call_resource_gone")
                 self.ended.append(("outbound", "resource_gone", self.now - c.since))
         for key, late in list(self.lates.items()):
-            if gone is None or late.resource in gone:
+            for resource in list(late.owed):
+                if gone is None or resource in gone:
+                    del late.owed[resource]
+            if not late.owed:
                 del self.lates[key]
 
 
@@ -1329,8 +1343,8 @@ class ProxyMachine(RuleBasedStateMachine):
             assert c.deadline > s.now, f"call outstanding past its deadline: {c}"
         assert not s.session.held or s.session.link is Link.DOWN
         # The model's view of what the proxy remembers.
-        assert {k: (v.resource, v.owed) for k, v in s.lates.items()} == {
-            k: (v.resource, v.owed) for k, v in m.lates.items()
+        assert {k: v.owed for k, v in s.lates.items()} == {
+            k: tuple(sorted(v.owed.items())) for k, v in m.lates.items()
         }
         assert {k: o.skip for k, o in s.requests.items()} == {
             k: r.skip for k, r in m.outstanding.items()
@@ -1562,7 +1576,7 @@ class ProxyMachine(RuleBasedStateMachine):
         """(key, resource) of requests that timed out at a resource that may still answer:
         remembered as late, or carried by a new request with the same key (its ``skip``)."""
         m = self.model
-        late = [(key, late.resource) for key, late in m.lates.items()]
+        late = [(key, resource) for key, late in m.lates.items() for resource in late.owed]
         skipping = [(r.key, r.resource) for r in m.outstanding.values() if r.skip and r.resource]
         return sorted(late + skipping)
 

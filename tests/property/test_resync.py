@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 from client_proxy.core import (
     ConnectionUp,
     CountMetric,
@@ -224,17 +223,13 @@ def test_the_memory_of_late_replies_is_bounded_and_forgets_the_oldest(cap, keys,
         state = t.state
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: _requests._expect_late keeps one LateReply per (requester, id), so a "
-    "time-out at another resource overwrites the late replies still owed by the first; once "
-    "the second goes offline, the first resource's late answer is delivered as the answer to "
-    "a new request with the same id",
-)
 @given(user=st.sampled_from(USERS), ident=st.sampled_from(["1", "K", "same"]))
 def test_each_resources_late_replies_are_remembered_until_it_answers_or_leaves(user, ident):
-    """``LateReply``: remembered until the resource answers or goes offline, whatever happens
-    at other resources with the same key."""
+    """``LateReply``: each resource's late replies are remembered until it answers them or goes
+    offline, whatever happens at other resources with the same key. (Found by this property,
+    and by the whole-system tests at the same time: the core kept one resource per key, and a
+    time-out at a second resource made it forget the first's late answer, which was then
+    delivered as the answer to a new request with that id.)"""
     state = _two_online(request_timeout=5.0, routing="round-robin")
     state, first = _serve(state, user, ident, 1.0)
     state = step(state, TimePassed(6.0)).state  # times out at `first`

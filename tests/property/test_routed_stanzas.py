@@ -147,9 +147,15 @@ def daemon_settings(port: int = 9) -> Any:
 
 
 def echo_of(forward: ET.Element) -> str | None:
-    """The target's answer to a forwarded request: a result carrying the same payload."""
+    """The target's answer to a forwarded request: a result carrying the same payload. Only an
+    IQ is answered (found by the long profile: a message of type `get` echoed as a result with
+    no id was, rightly, taken by the proxy as the answer to a request whose id is empty)."""
     to = forward.get("to") or ""
-    if forward.get("type") not in ("get", "set") or not to.startswith(TARGET + "/"):
+    if (
+        forward.tag != f"{{{COMPONENT_NS}}}iq"
+        or forward.get("type") not in ("get", "set")
+        or not to.startswith(TARGET + "/")
+    ):
         return None
     # ElementTree writes every namespaced element with a prefix and the rest unprefixed; the
     # stream's default namespace is undeclared on the iq so that a child in none stays in none.

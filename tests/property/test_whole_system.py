@@ -1,30 +1,49 @@
 """Whole-system properties: the core, driven by the simulation's transport, inside a simulated
-Prosody deployment, under schedules of faults that Hypothesis chooses.
+deployment, under schedules of faults that Hypothesis chooses, on each server profile (Prosody's
+rules and ejabberd's, where they were measured to differ: client_proxy.sim.ServerProfile).
 
 The properties and the schedules live in client_proxy.testing.whole_system (a conformance kit
-other transports can run too); these tests run them against the simulation. A failure prints
-the schedule as a script that replays it.
+other transports can run too); these tests run them against the simulation. Each property test
+runs once per server, with the full number of examples each; under the derandomized `ci`
+profile the two draw the same schedules, so the servers are compared on the same runs. A
+failure prints the schedule as a script that replays it, on the server it failed on.
 
 Two faults found core bugs, since fixed; the schedule that showed each stays here (an
 `@example` and a plain test each, below) so that it stays caught without the example database.
-Two more schedules pin limits of the wire contract that the properties allow and nothing more.
+A third, not fixed yet, is an expected failure (strict: it fails the suite once it passes, so
+that its mark goes when the fix comes); it is not an `@example`, which would fail the property
+test it sits on and hide whatever else that test finds. Two more schedules pin limits of the
+wire contract that the properties allow and nothing more.
+Two last ones show that the server profiles matter: a proxy that skips the probe fails on
+ejabberd only, one that probes before approval fails on Prosody only.
 """
 
 from __future__ import annotations
 
 import io
 from contextlib import redirect_stdout
+from typing import cast
 
+import pytest
 from client_proxy import sim
 from client_proxy.sim import (
+    PROXY,
+    SERVERS,
+    TARGET,
     ComponentDown,
+    ComponentLink,
+    ComponentUp,
+    CoreTransport,
+    Element,
     Forge,
     Online,
     Request,
     Resource,
     Schedule,
+    ServerProfile,
     Settings,
     User,
+    presence,
     run,
 )
 from client_proxy.testing.whole_system import (
@@ -33,8 +52,12 @@ from client_proxy.testing.whole_system import (
     violations,
 )
 from hypothesis import example, given
+from hypothesis import strategies as st
 
 ALICE = "alice@example.org/phone"
+
+#: The test runs once per server profile (the schedule, drawn or pinned, played on each).
+on_each_server = pytest.mark.parametrize("server", SERVERS, ids=lambda s: s.name)
 
 # Found, fixed (fault: the stream drops while the transport's timer is late, as the embedding
 # contract allows: "TimePassed at or after the deadline"). The request reaches the proxy at
@@ -118,70 +141,115 @@ FORGED_THEN_REAL_ANSWER_TO_A_REUSED_ID = Schedule(
     ),
 )
 
+# Found by the long profile (`just test-long`, on the ejabberd run; it failed on Prosody too).
+# Request #1 times out at b; request #2, same id, is kept away from b (b still owes a late answer
+# to #1) and times out at a. The core remembered late answers owed for a (requester, id) at one
+# resource only, so a's debt replaced b's, and b's late answer to #1 was delivered as the answer
+# to #3 (same id). LateReply now keeps each resource's debt for the key.
+LATE_ANSWERS_OWED_BY_TWO_RESOURCES = Schedule(
+    users=(User(ALICE),),
+    resources=(Resource("a", answer_after=1.5), Resource("b", answer_after=4.0)),
+    steps=(
+        Online(0.0, "a"),
+        Online(0.0, "b"),
+        Request(0.5, ALICE, "1"),
+        Request(2.0, ALICE, "1"),
+        Request(4.0, ALICE, "1"),
+    ),
+    settings=Settings(request_timeout=1.0, retry_get=False),
+)
 
+
+@on_each_server
 @given(schedules())
 @example(TIMEOUT_DUE_AS_THE_STREAM_DROPS)
 @example(TIMEOUT_DUE_AT_THE_INSTANT_THE_STREAM_DROPS)
 @example(LATE_REPLY_TO_A_REUSED_ID)
-def test_every_request_gets_exactly_one_answer_of_its_own(schedule: Schedule) -> None:
-    check_outcome(run(schedule), ("transport_faults", "answered_exactly_once"))
+def test_every_request_gets_exactly_one_answer_of_its_own(
+    server: ServerProfile, schedule: Schedule
+) -> None:
+    check_outcome(run(schedule.on(server)), ("transport_faults", "answered_exactly_once"))
 
 
+@on_each_server
 @given(schedules())
 @example(FORGERY_THAT_WINS_THE_RACE)
-def test_nobody_receives_a_stanza_nobody_owed_them(schedule: Schedule) -> None:
-    check_outcome(run(schedule), ("nothing_unowed",))
+def test_nobody_receives_a_stanza_nobody_owed_them(
+    server: ServerProfile, schedule: Schedule
+) -> None:
+    check_outcome(run(schedule.on(server)), ("nothing_unowed",))
 
 
+@on_each_server
 @given(schedules())
-def test_after_the_faults_stop_the_proxy_sees_who_the_server_sees(schedule: Schedule) -> None:
-    check_outcome(run(schedule), ("view_mismatch",))
+def test_after_the_faults_stop_the_proxy_sees_who_the_server_sees(
+    server: ServerProfile, schedule: Schedule
+) -> None:
+    check_outcome(run(schedule.on(server)), ("view_mismatch",))
 
 
+@on_each_server
 @given(schedules())
-def test_a_set_reaches_the_target_at_most_once(schedule: Schedule) -> None:
-    check_outcome(run(schedule), ("repeated_sets",))
+def test_a_set_reaches_the_target_at_most_once(server: ServerProfile, schedule: Schedule) -> None:
+    check_outcome(run(schedule.on(server)), ("repeated_sets",))
 
 
+@on_each_server
 @given(schedules())
-def test_every_property_under_every_fault(schedule: Schedule) -> None:
-    check_outcome(run(schedule))
+def test_every_property_under_every_fault(server: ServerProfile, schedule: Schedule) -> None:
+    check_outcome(run(schedule.on(server)))
 
 
-def test_an_answer_due_as_the_stream_drops_is_not_lost() -> None:
-    check_outcome(run(TIMEOUT_DUE_AS_THE_STREAM_DROPS))
+@on_each_server
+def test_an_answer_due_as_the_stream_drops_is_not_lost(server: ServerProfile) -> None:
+    check_outcome(run(TIMEOUT_DUE_AS_THE_STREAM_DROPS.on(server)))
 
 
-def test_an_answer_due_at_the_instant_the_stream_drops_is_not_lost() -> None:
-    check_outcome(run(TIMEOUT_DUE_AT_THE_INSTANT_THE_STREAM_DROPS))
+@on_each_server
+def test_an_answer_due_at_the_instant_the_stream_drops_is_not_lost(server: ServerProfile) -> None:
+    check_outcome(run(TIMEOUT_DUE_AT_THE_INSTANT_THE_STREAM_DROPS.on(server)))
 
 
-def test_a_late_reply_is_not_taken_for_the_answer_to_a_reused_id() -> None:
-    check_outcome(run(LATE_REPLY_TO_A_REUSED_ID))
+@on_each_server
+def test_a_late_reply_is_not_taken_for_the_answer_to_a_reused_id(server: ServerProfile) -> None:
+    check_outcome(run(LATE_REPLY_TO_A_REUSED_ID.on(server)))
 
 
-def test_a_forgery_that_wins_the_race_is_delivered_and_allowed() -> None:
-    outcome = run(FORGERY_THAT_WINS_THE_RACE)
+@on_each_server
+def test_late_answers_owed_by_two_resources_for_one_id_are_all_dropped(
+    server: ServerProfile,
+) -> None:
+    check_outcome(run(LATE_ANSWERS_OWED_BY_TWO_RESOURCES.on(server)))
+
+
+@on_each_server
+def test_a_forgery_that_wins_the_race_is_delivered_and_allowed(server: ServerProfile) -> None:
+    outcome = run(FORGERY_THAT_WINS_THE_RACE.on(server))
     assert "forged" in str(outcome.user_received[-1].stanza)
     assert violations(outcome) == []
 
 
-@given(schedules(max_requests=8, max_faults=8))
-def test_the_same_schedule_gives_the_same_run(schedule: Schedule) -> None:
+@given(schedules(max_requests=8, max_faults=8), st.sampled_from(SERVERS))
+def test_the_same_schedule_gives_the_same_run(schedule: Schedule, server: ServerProfile) -> None:
+    schedule = schedule.on(server)
     first, second = run(schedule), run(schedule)
     assert first.hops == second.hops
     assert first.logs == second.logs
 
 
-@given(schedules(max_requests=5, max_faults=5))
-def test_a_schedule_prints_as_the_python_that_builds_it(schedule: Schedule) -> None:
+@given(schedules(max_requests=5, max_faults=5), st.sampled_from(SERVERS))
+def test_a_schedule_prints_as_the_python_that_builds_it(
+    schedule: Schedule, server: ServerProfile
+) -> None:
+    schedule = schedule.on(server)
     namespace = {name: getattr(sim, name) for name in sim.__all__}
     assert eval(repr(schedule), namespace) == schedule
 
 
-def test_a_duplicate_answer_to_a_reused_id_is_the_one_limit() -> None:
+@on_each_server
+def test_a_duplicate_answer_to_a_reused_id_is_the_one_limit(server: ServerProfile) -> None:
     for schedule in (DUPLICATE_ANSWER_TO_A_REUSED_ID, FORGED_THEN_REAL_ANSWER_TO_A_REUSED_ID):
-        found = violations(run(schedule))
+        found = violations(run(schedule.on(server)))
         assert len(found) == 1, found
         assert "received the answer to their request #1" in found[0]
         assert "as the answer to their request #2" in found[0]
@@ -199,3 +267,79 @@ def test_the_replay_script_replays() -> None:
     assert raised is not None
     assert "as the answer to their request #2" in str(raised)
     assert "server -> alice@example.org/phone" in out.getvalue()
+
+
+# -- what the ejabberd profile adds ------------------------------------------------------------
+#
+# The core's resync (subscribe on connect, probe once `subscribed` is seen) is right on both
+# servers for reasons that differ: a probe sent too early loses the pending subscription on
+# Prosody only, and only on ejabberd is the probe what brings the resources after a reconnect.
+# Two proxies that each get one half wrong show that the properties see the difference.
+
+
+class _DropsProbes:
+    """The component's link, minus the probes: a proxy that relies on the repeated subscribe
+    to bring the resources' presence, as Prosody does."""
+
+    def __init__(self, link: ComponentLink) -> None:
+        self._link = link
+
+    def send(self, stanza: Element) -> None:
+        if stanza.get("type") != "probe":
+            self._link.send(stanza)
+
+    def close(self) -> None:
+        self._link.close()
+
+
+class _NeverProbes(CoreTransport):
+    def connected(self, link: ComponentLink) -> None:
+        super().connected(cast(ComponentLink, _DropsProbes(link)))
+
+
+class _ProbesAtOnce(CoreTransport):
+    """A proxy that probes on connect, right after its subscribe, without waiting for
+    `subscribed`."""
+
+    def connected(self, link: ComponentLink) -> None:
+        super().connected(link)
+        link.send(presence("probe", to=TARGET, from_=PROXY))
+
+
+#: The resource is online when the proxy's stream drops and comes back.
+RECONNECT_WITH_A_RESOURCE_ONLINE = Schedule(
+    users=(User(ALICE),),
+    resources=(Resource("a"),),
+    steps=(Online(0.0, "a"), ComponentDown(1.0), ComponentUp(1.5), Request(3.0, ALICE, "1")),
+)
+#: The target has not approved the proxy yet; its resource logs in as the proxy connects.
+FIRST_CONNECT_BEFORE_APPROVAL = Schedule(
+    users=(User(ALICE),),
+    resources=(Resource("a"),),
+    steps=(Online(0.0, "a"), Request(3.0, ALICE, "1")),
+    settings=Settings(subscribed=False),
+)
+
+
+@on_each_server
+def test_the_core_resyncs_on_each_server(server: ServerProfile) -> None:
+    for schedule in (RECONNECT_WITH_A_RESOURCE_ONLINE, FIRST_CONNECT_BEFORE_APPROVAL):
+        check_outcome(run(schedule.on(server)))
+
+
+def test_a_proxy_that_never_probes_fails_on_ejabberd_only() -> None:
+    prosody, ejabberd = (
+        violations(run(RECONNECT_WITH_A_RESOURCE_ONLINE.on(s), transport=_NeverProbes))
+        for s in SERVERS
+    )
+    assert prosody == []
+    assert any("the proxy sees [] online, the server ['a']" in v for v in ejabberd), ejabberd
+
+
+def test_a_proxy_that_probes_before_approval_fails_on_prosody_only() -> None:
+    prosody, ejabberd = (
+        violations(run(FIRST_CONNECT_BEFORE_APPROVAL.on(s), transport=_ProbesAtOnce))
+        for s in SERVERS
+    )
+    assert any("the proxy sees [] online, the server ['a']" in v for v in prosody), prosody
+    assert ejabberd == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -268,3 +269,27 @@ def test_the_duration_histogram_counts_each_request_in_its_bucket() -> None:
     assert f"{name}_count 3.0" in text
     assert 'client_proxy_requests_total{direction="inbound",outcome="forbidden"} 1.0' in text
     assert 'client_proxy_requests_total{direction="outbound",outcome="result"} 1.0' in text
+
+
+# -- reloading -----------------------------------------------------------------------------------
+
+
+def test_the_reload_docs_name_every_key_once() -> None:
+    """docs/deploy.md's Reloading section puts every config key in exactly one of its lists, and
+    its "only at a restart" list is what the reload really leaves for a restart: the keys it
+    notes as pending, and the target, which it refuses."""
+    from client_proxy.shell.config import _KNOWN  # noqa: PLC0415
+    from client_proxy.shell.reload import RESTART_KEYS  # noqa: PLC0415
+
+    page = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    section = page[page.index("### Reloading") :]
+    section = section[: section.index("\n## ")]
+    bullets = section.split("\n- ")[1:]
+    named = [
+        {word for word in re.findall(r"`([a-z_]+)`", bullet) if word in _KNOWN}
+        for bullet in bullets
+    ]
+    everywhere = [key for keys in named for key in keys]
+    assert sorted(everywhere) == sorted(_KNOWN), "each key in exactly one list"
+    (restart,) = [keys for bullet, keys in zip(bullets, named, strict=True) if "restart" in bullet]
+    assert restart == {*RESTART_KEYS, "target"}
