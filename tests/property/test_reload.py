@@ -9,11 +9,13 @@ from collections import Counter
 from client_proxy.core import (
     ConfigChanged,
     ConnectionUp,
+    CountMetric,
     LogRecord,
     ProxyConfig,
     ProxyState,
     SendStanza,
     Stanza,
+    StanzaError,
     StanzaReceived,
     TimePassed,
     initial_state,
@@ -99,3 +101,29 @@ def test_a_reload_is_no_way_round_the_rate_limit(rate, burst, routing):
     assert refusal.error is not None and refusal.error.condition == "policy-violation"
     # The account's bucket, and its sweep, are kept.
     assert set(t.state.rates) == {"user@example.org"} and t.state.sweep_at < float("inf")
+
+
+@given(
+    old=st.floats(10.0, 100.0),
+    new=st.floats(0.5, 9.0),
+    within=st.floats(0.0, 0.99),
+    beyond=st.floats(0.01, 0.99),
+)
+def test_a_shorter_timeout_also_cuts_the_ways_back_of_messages(old, new, within, beyond):
+    """A message from the target is remembered (for the error the user's side may bounce)
+    until ``request_timeout``; a reload with a shorter one cuts that too, like every other wait:
+    an error before the new end goes back to the resource, one after it finds nothing."""
+    config = ProxyConfig(PROXY, TARGET, request_timeout=old, rate_limit=0)
+    user = "alice@example.org/phone"
+    message = Stanza("message", "chat", "m1", f"{TARGET}/a", f"{PROXY}/{user}", "hi")
+    state = step(_ready(config), StanzaReceived(1.0, message)).state
+    shorter = dataclasses.replace(config, request_timeout=new)
+    state = step(state, ConfigChanged(1.0, shorter)).state
+    bounce = Stanza("message", "error", "m1", user, PROXY, error=StanzaError("cancel", "gone"))
+    early = step(state, StanzaReceived(1.0 + new * within, bounce))
+    assert [(o.stanza.to, o.stanza.type) for o in early.outputs if isinstance(o, SendStanza)] == [
+        (f"{TARGET}/a", "error")
+    ]
+    late = step(state, StanzaReceived(1.0 + new + (old - new) * beyond, bounce))
+    assert not [o for o in late.outputs if isinstance(o, SendStanza)]
+    assert CountMetric("dropped.message_error_unmatched") in late.outputs

@@ -271,3 +271,27 @@ def test_a_parked_request_is_held_whole_until_it_is_sent_for_good(kind, retry, m
     else:
         assert sent.request.payload != "<payload/>" and sent.size == own
     assert state.bytes_held == sent.size
+
+
+@given(user=st.sampled_from(USERS))
+def test_a_keys_late_replies_at_a_second_resource_take_no_new_place(user):
+    """The memory of late replies is bounded in keys: when one key's debts grow (its retry
+    timed out at another resource), nothing is forgotten to make room, and every debt stays."""
+    state = _two_online(max_outstanding=2, request_timeout=5.0)
+    where = {}
+    now = 1.0
+    for ident in ("k0", "k1", "k0"):
+        state, resource = _serve(state, user, ident, now)
+        where.setdefault(ident, []).append(resource)
+        now += 5.0
+        t = step(state, TimePassed(now))
+        assert "dropped.late_reply_memory" not in _counts(t)
+        state = t.state
+    assert len(set(where["k0"])) == 2  # kept away from the first: both resources owe
+    for ident, resources in where.items():
+        for resource in resources:
+            late = Stanza("iq", "result", ident, f"{TARGET}/{resource}", f"{PROXY}/{user}")
+            t = step(state, StanzaReceived(now, late))
+            assert _counts(t) == ["dropped.reply_late"] and _sent(t) == []
+            state = t.state
+    assert not state.lates
