@@ -207,12 +207,15 @@ def _has_domain(text: str) -> bool:
 
 
 # Anything at all, with the characters that matter to the rules drawn often: the separators, a
-# space, left-to-right and right-to-left letters, a digit.
+# space, left-to-right and right-to-left letters, a digit, and characters Resourceprep maps to
+# nothing (RFC 3454 table B.1: a soft hyphen, zero-width joiners and spaces, a variation
+# selector), which NFKC leaves alone.
 any_text = st.text(
     st.one_of(
         st.characters(exclude_categories=()),
         st.sampled_from("@/ .a1"),
         st.characters(min_codepoint=0x05D0, max_codepoint=0x05EA),
+        st.sampled_from("\u00ad\u034f\u180b\u200b\u200d\ufeff"),
     ),
     max_size=16,
 )
@@ -228,6 +231,7 @@ any_text = st.text(
 @example("1@\u05d0/\u05d0")  # right to left, beginning with a digit
 @example("\u05d0@\u05d0/\u05d0")
 @example("a\u0301@example.org")  # NFKC would compose it
+@example("u@example.org/a\u00adb")  # Resourceprep drops the soft hyphen (table B.1)
 @example("u@example.org/\u0221")  # unassigned in Unicode 3.2 (RFC 3454 table A.1)
 def test_any_text_is_carried_exactly_when_the_resourcepart_profile_leaves_it_alone(text):
     """Whatever a transport hands over as a sender, not only what servers stamp: the proxy

@@ -1459,6 +1459,27 @@ class ProxyMachine(RuleBasedStateMachine):
                 return
             self.answer_from_resource(r, answer, self.model.now)
 
+    @precondition(forwarded)
+    @rule(data=st.data(), kind=st.sampled_from(["result", "error"]))
+    def reply_from_another_resource(self, data, kind):
+        """Another of the target's resources answers a request it does not hold, with the
+        right requester and id (a confused or hostile session): only the resource that has the
+        request may answer it (DESIGN.md), so this is dropped and counted."""
+        r = self.pick_forwarded(data)
+        other = data.draw(st.sampled_from([x for x in RESOURCES if x != r.resource]))
+        reply = Stanza(
+            "iq",
+            kind,
+            r.stanza.id,
+            f"{TARGET}/{other}",
+            encode_requester(PROXY, r.stanza.from_ or ""),
+            "<not yours/>",
+            None if kind == "result" else StanzaError("cancel", "item-not-found"),
+        )
+        self.model.replaying = True  # not the request's own answer: not tagged
+        self.apply(StanzaReceived(self.model.now, reply))
+        self.model.replaying = False
+
     @precondition(up)
     @rule(reply=replies)
     def duplicate_reply(self, reply):
