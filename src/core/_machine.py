@@ -21,13 +21,17 @@ each online resource of the target arrives [``_presence._available``].
 
 **A request** [``_requests.accept``]. A user sends ``<iq type='get' id='1234'
 to='proxy.example.org' from='user@example.org/abc'>``. It must pass admission: the allow and
-deny lists, not shutting down, its rate [``_policy.admit``]; an address that fits in a
-resourcepart [``_jat.translation_problem``]; no request with that id from that user still
-outstanding; the caps on requests outstanding [``_policy.within_caps``]. An online resource is
-picked among those eligible [``_routing.candidates``, ``_routing.choose``], the request takes the
-next place in the deadline queue [``_queue.enqueue``], ``request_timeout`` seconds away, and the
-same stanza, same id and payload, goes to ``svc@example.org/a`` from
-``proxy.example.org/user@example.org/abc`` [``_requests.forward``]. It is now *outstanding*.
+deny lists, not shutting down, the rate of its account (``user@example.org``, all its resources
+together) [``_policy.admit``]; an address that fits in a resourcepart
+[``_jat.translation_problem``]; no request with that id from that user still outstanding; the
+caps on what is held, over all and per account, in requests and in bytes
+[``_policy.within_caps``]. An online resource is picked among those eligible
+[``_routing.candidates``, ``_routing.choose``], the request takes the next place in the deadline
+queue [``_queue.enqueue``], ``request_timeout`` seconds away, and the same stanza, same id and
+payload, goes to ``svc@example.org/a`` from ``proxy.example.org/user@example.org/abc``
+[``_requests.forward``], marked as of no use after its deadline (``SendStanza.until``: a
+transport whose server reads slowly may hold it back behind the answers it owes). It is now
+*outstanding*.
 
 **Its reply** [``_requests.reply``]. The resource answers ``<iq type='result' id='1234'
 to='proxy.example.org/user@example.org/abc' from='svc@example.org/a'>``. The proxy finds the

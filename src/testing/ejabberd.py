@@ -39,10 +39,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
-from client_proxy.testing.prosody import free_port, log_tail, port_open, quoted
+from client_proxy.testing.prosody import ThrowawayServer, free_port, log_tail, port_open, quoted
 
 __all__ = ["Ejabberd", "EjabberdError", "ejabberd_available", "ejabberdctl_path"]
 
@@ -80,7 +79,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class Ejabberd:
+class Ejabberd(ThrowawayServer):
     """One ejabberd node: a virtual host and any number of external components (XEP-0114).
 
     The config, the ports, the node name and the cookie are fixed when the object is made, and
@@ -377,29 +376,13 @@ class Ejabberd:
                         os.kill(vm_pid, signal.SIGKILL)
                 process.wait(timeout)
             status = process.returncode
-        if self._console is not None:
-            with contextlib.suppress(OSError):
-                self._console.close()
-            self._console = None
+        self._close_console()
         return status
 
     def restart(self, timeout: float = 30.0) -> None:
         """Stop and start again: same config, same ports, same node, same data."""
-        self.stop()
-        self.start(timeout)
+        super().restart(timeout)
 
     def log_tail(self, lines: int = 60) -> str:
         """The last lines of ejabberd's logs and console output, for failure reports."""
         return log_tail((self.log_path, self.error_log_path, self.console_path), lines)
-
-    def __enter__(self) -> Ejabberd:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -25,7 +25,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
 __all__ = ["Prosody", "ProsodyError", "free_port", "prosody_available"]
 
@@ -73,7 +73,44 @@ def log_tail(paths: tuple[Path, ...], lines: int = 60) -> str:
     return "\n".join(parts)
 
 
-class Prosody:
+class ThrowawayServer:
+    """What the throwaway servers of the tests share: started by ``start``, stopped by ``stop``
+    (which closes the console file, ``_console``), restarted with the same config, ports and
+    data, and usable as a context manager."""
+
+    _console: IO[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        raise NotImplementedError
+
+    def restart(self, timeout: float = 20.0) -> None:
+        """Stop and start again: same config, same ports, same data."""
+        self.stop()
+        self.start(timeout)
+
+    def _close_console(self) -> None:
+        if self._console is not None:
+            with contextlib.suppress(OSError):
+                self._console.close()
+            self._console = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Prosody(ThrowawayServer):
     """One Prosody server: a VirtualHost and any number of external components (XEP-0114).
 
     `start()` writes nothing new: the config and the ports are fixed when the object is made, and
@@ -219,29 +256,9 @@ class Prosody:
                     process.kill()
                     process.wait(timeout)
             status = process.returncode
-        if self._console is not None:
-            with contextlib.suppress(OSError):
-                self._console.close()
-            self._console = None
+        self._close_console()
         return status
-
-    def restart(self, timeout: float = 20.0) -> None:
-        """Stop and start again: same config, same ports, same data."""
-        self.stop()
-        self.start(timeout)
 
     def log_tail(self, lines: int = 60) -> str:
         """The last lines of Prosody's log and console output, for failure reports."""
         return log_tail((self.log_path, self.console_path), lines)
-
-    def __enter__(self) -> Prosody:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
