@@ -22,7 +22,7 @@ from ._state import MAX_RESOURCES, Step, Subscription, TargetResource
 __all__ = ["target_presence"]
 
 #: An xs:integer's lexical form, between XML whitespace (XML 1.0 §2.3: space, tab, CR, LF).
-_XS_INTEGER = re.compile(r"[ \t\r\n]*([+-]?[0-9]+)[ \t\r\n]*")
+_XS_INTEGER = re.compile(r"[ \t\r\n]*([+-]?)([0-9]+)[ \t\r\n]*")
 
 #: The subscription has been asked for and no `subscribed` has come yet.
 _ASKED = frozenset({Subscription.REQUESTED, Subscription.UNANSWERED})
@@ -176,7 +176,12 @@ def _priority(text: object) -> int:
         match = _XS_INTEGER.fullmatch(text)
         if match is None:
             return 0
-        value = int(match.group(1))
+        sign, digits = match.groups()
+        digits = digits.lstrip("0")
+        # Beyond the range anyway; and int() refuses strings of over 4,300 digits.
+        value = int(digits or "0") if len(digits) <= 4 else 10_000
+        if sign == "-":
+            value = -value
     else:
         return 0
     return max(-128, min(127, value))
