@@ -21,6 +21,9 @@ from ._state import MAX_RESOURCES, Step, Subscription, TargetResource
 
 __all__ = ["target_presence"]
 
+#: An xs:integer's lexical form, between XML whitespace (XML 1.0 §2.3: space, tab, CR, LF).
+_XS_INTEGER = re.compile(r"[ \t\r\n]*([+-]?)([0-9]+)[ \t\r\n]*")
+
 #: The subscription has been asked for and no `subscribed` has come yet.
 _ASKED = frozenset({Subscription.REQUESTED, Subscription.UNANSWERED})
 
@@ -167,10 +170,18 @@ def _priority(text: object) -> int:
     if isinstance(text, int):
         value = text
     elif isinstance(text, str):
-        try:
-            value = int(text.strip())
-        except ValueError:
+        # XML Schema's integer (the type of <priority/>): ASCII digits with an optional sign,
+        # between XML whitespace. int() alone would also take "1_0", other scripts' digits and
+        # Unicode spaces (found by the property tests).
+        match = _XS_INTEGER.fullmatch(text)
+        if match is None:
             return 0
+        sign, digits = match.groups()
+        digits = digits.lstrip("0")
+        # Beyond the range anyway; and int() refuses strings of over 4,300 digits.
+        value = int(digits or "0") if len(digits) <= 4 else 10_000
+        if sign == "-":
+            value = -value
     else:
         return 0
     return max(-128, min(127, value))

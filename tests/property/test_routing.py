@@ -14,7 +14,6 @@ import math
 import re
 from collections import Counter
 
-import pytest
 from client_proxy.core import (
     ROUTING_STRATEGIES,
     ConnectionUp,
@@ -443,12 +442,6 @@ def test_a_resources_priority_is_its_presence_priority_within_the_rfc_bounds(tex
     assert resource.priority == _priority_oracle(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: _presence._priority parses with int(), which also takes what XML's "
-    "integer does not (digit separators, non-ASCII digits, Unicode spaces), instead of "
-    "counting it as 0 as its docstring says of bad values",
-)
 @given(st.sampled_from(["1_0", "\u0663", "\u00a05", "5\u2003", "\uff15"]))
 def test_what_python_reads_as_an_integer_but_xml_does_not_counts_as_0(text: str) -> None:
     cfg = _config(routing="priority")
