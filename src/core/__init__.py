@@ -13,9 +13,11 @@ Drive it with :func:`step`::
     >>> t = step(t.state, StanzaReceived(1.0, Stanza("iq", "get", "1234",
     ...     "user@example.org/abc", "proxy.example.org", payload="<query/>")))
     >>> fwd = t.outputs[0].stanza
-    >>> fwd.from_, fwd.to, fwd.id, fwd.payload
-    ('proxy.example.org/user@example.org/abc', 'svc@example.org/a', '1234', '<query/>')
-    >>> t = step(t.state, StanzaReceived(1.2, Stanza("iq", "result", "1234",
+    >>> fwd.from_, fwd.to, fwd.payload
+    ('proxy.example.org/user@example.org/abc', 'svc@example.org/a', '<query/>')
+    >>> fwd.id  # the proxy's own: sealed, it carries the requester's id (see _seal)
+    '9e3779b9.0.7918.1.0.a1234.ux/+eSj1/Rj5Axc/'
+    >>> t = step(t.state, StanzaReceived(1.2, Stanza("iq", "result", fwd.id,
     ...     "svc@example.org/a", "proxy.example.org/user@example.org/abc")))
     >>> back = t.outputs[0].stanza
     >>> back.from_, back.to, back.id

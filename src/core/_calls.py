@@ -1,7 +1,8 @@
 """The other direction for IQs: a target resource starts an IQ towards a user (a *call*) by
 addressing `proxy-domain/<user's full JID>`; the user gets it from the proxy's domain with an id
-of the proxy's own (so two resources using the same id cannot be confused), and the user's
-answer goes back to that resource, from the translated address, with the resource's own id.
+of the proxy's own, sealed with the resource and its id (``_seal``: so two resources using the
+same id cannot be confused, and any instance can deliver the answer), and the user's answer
+goes back to that resource, from the translated address, with the resource's own id.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from ._jid import resource_of
 from ._link import send
 from ._outputs import ended
 from ._queue import dequeue, enqueue
-from ._routing import next_random
+from ._recovery import deliver, sealed_deadline
+from ._seal import CALL, Sealed, open_id, seal
 from ._stanzas import Stanza, footprint
 from ._state import Call, Step
 
@@ -53,14 +55,20 @@ def call(w: Step, s: Stanza) -> None:
         refuse(w, s, TOO_MANY, "refused.limit_calls")
         return
     seq = w.next_seq
-    # An id of the proxy's own: unique (seq), and not guessable across restarts (random).
-    value, w.rng = next_random(w.rng)
-    ident = f"cp-{seq:x}-{value:016x}"
+    deadline = w.now + cfg.request_timeout
+    fields = Sealed(
+        w.instance,
+        seq,
+        sealed_deadline(w, deadline),
+        resource_of(s.from_ or "") or "",
+        "",
+        s.id or "",
+    )
+    ident = seal(cfg.seal_key, CALL, fields, user)
     enqueue(w, ("call", user, ident))
     # The payload goes to the user and is not needed again: the call keeps the addresses.
     kept = s._replace(payload=())
     size = footprint(kept)
-    deadline = w.now + cfg.request_timeout
     w.calls = w.calls.set((user, ident), Call(seq, kept, w.now, deadline, user, size))
     w.bytes_held += size
     send(
@@ -72,11 +80,21 @@ def call(w: Step, s: Stanza) -> None:
 
 
 def call_answered(w: Step, s: Stanza, user: str, measured: int = 0) -> None:
-    """A user answers an IQ a target resource started: back to that resource."""
+    """A user answers an IQ a target resource started: back to that resource. An answer to a
+    call this process did not start (``_recovery``) goes back to the resource its id names."""
     key = (user, s.id or "")
     c = w.calls.get(key)
     if c is None:
-        w.count("dropped.unsolicited_reply")
+        cfg = w.config
+        opened = open_id(cfg.seal_key, CALL, key[1], user)
+        if opened is None:
+            w.count("dropped.unsolicited_reply")
+        elif opened.instance == w.instance:
+            # Answered already (a timeout, its resource gone), or a second answer.
+            w.count("dropped.call_late")
+        else:
+            to = f"{cfg.target}/{opened.resource}"
+            deliver(w, s, opened, f"{cfg.proxy_domain}/{user}", to, measured=measured)
         return
     r = c.request
     answer = Stanza("iq", s.type, r.id, r.to, r.from_, s.payload, s.error, None, s.extra)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ._jid import bare, domain_of, resource_of
 
@@ -70,6 +70,12 @@ class ProxyConfig:
     outbound_iq: bool = True
     #: Proxy messages both ways.
     messages: bool = True
+    #: The key that seals the ids of forwarded requests and calls (``_seal``: HMAC-SHA256). Every
+    #: instance serving one component must have the same, so that any of them can deliver an
+    #: answer to what another forwarded. The daemon derives it from the component secret (or
+    #: ``seal_key_file``); an embedder should pass 32 random bytes shared by its instances. The
+    #: empty default seals with a key anybody knows: ids stay unique and checked, not secret.
+    seal_key: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
         # One source of truth for what a valid setting is: the shell's config loader builds this
@@ -120,6 +126,8 @@ class ProxyConfig:
                 raise ValueError(
                     f"resource_pattern {pattern!r} is not a regular expression: {exc}"
                 ) from None
+        if not isinstance(self.seal_key, bytes):
+            raise ValueError(f"seal_key must be bytes, not {type(self.seal_key).__name__}")
         for name in ("deny", "allow"):
             entries = getattr(self, name)
             if not isinstance(entries, tuple):

@@ -3,6 +3,13 @@
 Each event carries ``now``, a monotonic time in seconds chosen by the transport. The core never
 reads a clock; a ``now`` earlier than one already seen is treated as the latest seen, so a
 misbehaving clock can delay deadlines but never reorder them.
+
+:class:`ConnectionUp`, :class:`StanzaReceived` and :class:`TimePassed` may also carry ``wall``,
+the wall-clock time (seconds since the Unix epoch) at the same instant. Deadlines are kept in
+``now``'s terms; ``wall`` only turns them into the wall-clock deadlines that sealed ids carry
+(``_seal``), which another process, with another monotonic clock, must be able to check. A
+transport that never gives it gets ``now`` as the wall clock: enough for one process, not for
+a restart or a standby.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ class ConnectionUp:
     """The component stream is authenticated (XEP-0114 §3): stanzas can flow both ways."""
 
     now: float
+    wall: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,7 @@ class StanzaReceived:
     now: float
     stanza: Stanza
     size: int = 0
+    wall: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +63,7 @@ class TimePassed:
     """Time moved on; the transport sends this at (or after) the deadline it was last given."""
 
     now: float
+    wall: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,6 +152,9 @@ def step(state: ProxyState, event: Event) -> Transition:
     """
     if type(event) is StanzaReceived:  # nearly every step
         w = Step(state, event.now)
+        wall = event.wall
+        if wall is not None:
+            w.epoch = wall - w.now
         # Deadlines first: a reply that arrives after its request's deadline finds it answered.
         if w.now >= state.due:
             expire(w)
@@ -160,6 +163,8 @@ def step(state: ProxyState, event: Event) -> Transition:
         _received(w, event.stanza, event.size)
     elif type(event) in _EVENTS:
         w = Step(state, event.now)
+        if isinstance(event, ConnectionUp | TimePassed) and event.wall is not None:
+            w.epoch = event.wall - w.now
         if isinstance(event, ConnectionLost):
             # The link goes first: an answer falling due in this very step cannot be sent on a
             # stream that is gone, so it must be held (found by the whole-system properties,

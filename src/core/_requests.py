@@ -24,9 +24,11 @@ from ._link import send
 from ._outputs import ended
 from ._policy import admit, within_caps
 from ._queue import dequeue, enqueue
+from ._recovery import deliver, sealed_deadline
 from ._routing import candidates, choose, track_failures
+from ._seal import REQUEST, Sealed, open_id, original_of, seal
 from ._stanzas import Stanza, StanzaError, footprint
-from ._state import LateReply, Link, Outstanding, RequestKey, Step, TargetResource, build
+from ._state import Link, Outstanding, RequestKey, Step, TargetResource, build
 
 __all__ = [
     "accept",
@@ -72,12 +74,6 @@ def accept(w: Step, s: Stanza, requester: str, measured: int) -> None:
     if mine is None:
         return
     resource: str | None = None
-    late = w.lates.get(key) if w.lates else None
-    if late is not None and len(ready) > 1:
-        # Keep it away from the resources that may still answer the same key late.
-        clear = tuple(r for r in ready if not late.of(r.name))
-        if clear:
-            ready = clear
     if ready:
         resource = choose(w, ready, requester)
     else:
@@ -89,16 +85,18 @@ def accept(w: Step, s: Stanza, requester: str, measured: int) -> None:
             refuse(w, s, NO_RESOURCE, "refused.no_resource")
             return
     seq = enqueue(w, ("in", requester, key[1]))
+    deadline = w.now + w.config.request_timeout
+    sent = "" if resource is None else forward(w, s, resource, deadline, seq)
     o = build(
         Outstanding,
         (
             seq,
             kept,
             w.now,
-            w.now + w.config.request_timeout,
+            deadline,
             resource,
             () if resource is None else (resource,),
-            _take_late(w, key, resource) if w.lates else 0,
+            sent,
             size,
         ),
     )
@@ -108,21 +106,32 @@ def accept(w: Step, s: Stanza, requester: str, measured: int) -> None:
     if resource is None:
         w.session = w.session._replace(parked=(*w.session.parked, key))
         w.count("parked")
-    else:
-        forward(w, s, resource, o.deadline)
 
 
-def forward(w: Step, r: Stanza, resource: str, deadline: float) -> None:
+def forward(w: Step, r: Stanza, resource: str, deadline: float, number: int) -> str:
     """Send request ``r`` to ``resource``, from `proxy-domain/<requester>` (``_jat``), with the
-    same type, id and payload (mod_client_proxy's form); of no use after ``deadline``."""
+    same type and payload (mod_client_proxy's form) and an id sealed with what its answer needs
+    (``_seal``; ``number`` is this process's and never given to another forward); of no use
+    after ``deadline``. The id it carries."""
     cfg = w.config
     if cfg.routing == "least-outstanding":
         w.load = w.load.set(resource, w.load.get(resource, 0) + 1)
+    requester = r.from_ or ""
+    to = r.to or ""
+    fields = (
+        w.instance,
+        number,
+        sealed_deadline(w, deadline),
+        resource,
+        "" if to == cfg.proxy_domain else to,
+        r.id or "",
+    )
+    ident = seal(cfg.seal_key, REQUEST, build(Sealed, fields), requester)
     forwarded = (
         "iq",
         r.type,
-        r.id,
-        f"{cfg.proxy_domain}/{r.from_}",  # _jat.encode_requester, on the hot path
+        ident,
+        f"{cfg.proxy_domain}/{requester}",  # _jat.encode_requester, on the hot path
         f"{cfg.target}/{resource}",
         r.payload,
         None,
@@ -130,6 +139,7 @@ def forward(w: Step, r: Stanza, resource: str, deadline: float) -> None:
         r.extra,
     )
     send(w, build(Stanza, forwarded), 0, deadline)
+    return ident
 
 
 def redispatch(w: Step, key: RequestKey, o: Outstanding, ready: tuple[TargetResource, ...]) -> None:
@@ -140,23 +150,27 @@ def redispatch(w: Step, key: RequestKey, o: Outstanding, ready: tuple[TargetReso
     resource = choose(w, ready, key[0])
     tried = o.tried if resource in o.tried else (*o.tried, resource)
     r = o.request
-    forward(w, r, resource, o.deadline)
+    number = w.next_seq  # a number of its own, as the deadline queue's would be
+    w.next_seq = number + 1
+    sent = forward(w, r, resource, o.deadline, number)
     size = o.size
     if not retryable(w, r):
         # A parked request, now sent for good: its payload need not be held any more.
         r = _without_payload(r)
         size = footprint(r)
         _recount(w, bare(key[0]), size - o.size)
-    late = _take_late(w, key, resource)
-    o = Outstanding(o.seq, r, o.since, o.deadline, resource, tried, late, size)
+    o = Outstanding(o.seq, r, o.since, o.deadline, resource, tried, sent, size)
     w.requests = w.requests.set(key, o)
 
 
 def reply(w: Step, s: Stanza, sender: str, measured: int = 0) -> None:
     """A result or error from a target resource to `proxy-domain/<requester>`: relayed to the
-    requester if it answers an outstanding request and comes from the resource that has it
-    (from the address the requester wrote to, with its id); dropped and counted otherwise. A
-    failure from a resource is retried elsewhere where that is safe (:func:`retryable`)."""
+    requester (from the address the requester wrote to, with its own id) if its id is the one
+    an outstanding request was last forwarded with and it comes from that request's resource; a
+    failure from a resource is retried elsewhere where that is safe (:func:`retryable`). An
+    answer with a sealed id this process does not hold goes to ``_recovery``; anything else is
+    dropped and counted: forged or tampered ids, answers from another resource, and the late or
+    second answers to what has been answered already."""
     cfg = w.config
     # _jat.decode_requester, spelled out for the hot path: `proxy-domain/<requester>`.
     to = s.to or ""
@@ -165,31 +179,17 @@ def reply(w: Step, s: Stanza, sender: str, measured: int = 0) -> None:
     if not requester:
         w.count("dropped.reply_unmatched")
         return
-    key: RequestKey = (requester, s.id or "")
-    if w.lates:
-        late = w.lates.get(key)
-        if late is not None and sender.startswith(cfg.target + "/"):
-            name = sender[len(cfg.target) + 1 :]
-            owed = late.of(name)
-            if owed:
-                # The answer to a request with this key that timed out at this resource:
-                # replies from one resource come in order, so the next ones from there are those.
-                _set_late(w, key, late, name, owed - 1)
-                w.count("dropped.reply_late")
-                return
-    o = w.requests.get(key)
-    if o is None:
-        # Unknown id, a second reply, or one after the deadline: nobody is owed it.
-        w.count("dropped.reply_unmatched")
+    ident = s.id or ""
+    original = original_of(ident)
+    o = None if original is None else w.requests.get((requester, original))
+    if o is None or o.sent != ident:
+        # Not the id of a forward outstanding here: check it, then see whose it is.
+        _not_outstanding(w, s, requester, sender, measured=measured)
         return
+    key: RequestKey = (requester, original or "")
     resource = o.resource
     if resource is None or sender != f"{cfg.target}/{resource}":
         w.count("dropped.reply_wrong_resource")
-        return
-    if o.skip:
-        # The late answer to an earlier request with this key (see LateReply).
-        w.requests = w.requests.set(key, o._replace(skip=o.skip - 1))
-        w.count("dropped.reply_late")
         return
     error = s.error
     failed = s.type == "error" and error is not None and error.condition in _FAILURES
@@ -206,6 +206,25 @@ def reply(w: Step, s: Stanza, sender: str, measured: int = 0) -> None:
     r = o.request
     relayed = build(Stanza, ("iq", s.type, r.id, r.to, r.from_, s.payload, error, None, s.extra))
     answer(w, key, o, relayed, "error" if s.type == "error" else "result", measured=measured)
+
+
+def _not_outstanding(w: Step, s: Stanza, requester: str, sender: str, *, measured: int) -> None:
+    """An answer whose id is no outstanding request's latest forward."""
+    cfg = w.config
+    opened = open_id(cfg.seal_key, REQUEST, s.id or "", requester)
+    if opened is None:
+        # Not an id this component sealed for this requester: made up, altered, or an answer
+        # readdressed to somebody else.
+        w.count("dropped.reply_forged")
+    elif sender != f"{cfg.target}/{opened.resource}":
+        w.count("dropped.reply_wrong_resource")
+    elif opened.instance == w.instance:
+        # This process sent it and has answered it since (a timeout, the resource's departure,
+        # a retry elsewhere), or this is a second answer: nobody is owed it.
+        w.count("dropped.reply_late")
+    else:
+        to = opened.wrote_to or cfg.proxy_domain
+        deliver(w, s, opened, to, requester, measured=measured)
 
 
 def retryable(w: Step, r: Stanza) -> bool:
@@ -269,13 +288,11 @@ def _unload(w: Step, resource: str) -> None:
 
 
 def time_out(w: Step, key: RequestKey) -> None:
-    """The deadline of request ``key`` has passed: `remote-server-timeout` (wait), and its
-    resource may still answer late (:class:`LateReply`)."""
+    """The deadline of request ``key`` has passed: `remote-server-timeout` (wait). Its resource
+    may still answer late: that answer carries an id no longer outstanding, and is dropped."""
     o = w.requests[key]
     w.count("answered.timeout")
     answer(w, key, o, error_reply(o.request, TIMEOUT), "timeout")
-    if o.resource is not None:
-        _expect_late(w, key, o.resource, o.skip + 1)
 
 
 def refuse_parked(w: Step) -> None:
@@ -296,9 +313,7 @@ def shut_down(w: Step, key: RequestKey) -> None:
 def reroute(w: Step, gone: Iterable[str] | None) -> None:
     """Re-send or answer every request held by a resource in ``gone`` (None: every resource),
     in acceptance order: another resource takes it where that is safe (:func:`retryable`),
-    else `recipient-unavailable`. A resource that has gone will not answer late, so its late
-    replies are forgotten too: a new session with its name must not have its first reply taken
-    for one."""
+    else `recipient-unavailable`."""
     names = None if gone is None else frozenset(gone)
     affected = sorted(
         (o.seq, key)
@@ -314,42 +329,3 @@ def reroute(w: Step, gone: Iterable[str] | None) -> None:
         else:
             w.count("answered.resource_gone")
             answer(w, key, o, error_reply(o.request, RESOURCE_GONE), "resource_gone")
-    for key, late in sorted(w.lates.items()):
-        kept = tuple((name, n) for name, n in late.owed if names is not None and name not in names)
-        if kept != late.owed:
-            w.lates = w.lates.set(key, late._replace(owed=kept)) if kept else w.lates.delete(key)
-
-
-def _expect_late(w: Step, key: RequestKey, resource: str, owed: int) -> None:
-    """Remember that ``resource`` may still send ``owed`` more replies for ``key``."""
-    old = w.lates.get(key)
-    if old is None and len(w.lates) >= w.config.max_outstanding:
-        # Bounded: forget the oldest (a scan, only ever at the cap).
-        oldest = min(w.lates.items(), key=lambda item: item[1].seq)
-        w.lates = w.lates.delete(oldest[0])
-        w.count("dropped.late_reply_memory")
-    seq = w.next_seq
-    w.next_seq = seq + 1
-    if old is None:
-        _set_late(w, key, LateReply(seq, ()), resource, owed)
-    else:
-        _set_late(w, key, old._replace(seq=seq), resource, owed + old.of(resource))
-
-
-def _set_late(w: Step, key: RequestKey, late: LateReply, resource: str, n: int) -> None:
-    """``key``'s debts as in ``late``, with ``resource``'s set to ``n`` (0: forgotten)."""
-    others = [debt for debt in late.owed if debt[0] != resource]
-    owed = tuple(sorted([*others, (resource, n)] if n else others))
-    w.lates = w.lates.set(key, late._replace(owed=owed)) if owed else w.lates.delete(key)
-
-
-def _take_late(w: Step, key: RequestKey, resource: str | None) -> int:
-    """A request with ``key`` goes to ``resource``: the late replies ``resource`` owes for the
-    key, if any, are now the request's to skip."""
-    late = w.lates.get(key)
-    if late is None or resource is None:
-        return 0
-    owed = late.of(resource)
-    if owed:
-        _set_late(w, key, late, resource, 0)
-    return owed

@@ -34,7 +34,6 @@ from ._stanzas import Stanza
 __all__ = [
     "MAX_RESOURCES",
     "Call",
-    "LateReply",
     "Link",
     "MessageRoute",
     "Outstanding",
@@ -114,9 +113,9 @@ class Outstanding(NamedTuple):
     comes from). ``since`` is when it was accepted (for the duration its metrics report; the
     deadline alone would not say, once a reload changes ``request_timeout``). ``resource`` is
     the target resource that has it, or None while it waits for the resync after a (re)connect.
-    ``tried`` lists every resource it was sent to. ``skip`` counts the late replies its resource
-    still owes for earlier requests with the same requester and id (see :class:`LateReply`):
-    that many replies from it are dropped before its own. ``size`` is the bytes counted for it
+    ``tried`` lists every resource it was sent to. ``sent`` is the id its latest forward carried
+    (``_seal``: unique per forward; empty while parked): only a reply with exactly that id, from
+    that resource, answers it. ``size`` is the bytes counted for it
     against the budget (``_stanzas.footprint``): the whole stanza while its payload is kept for
     a retry, its addresses alone once it cannot be sent again (the payload is then dropped).
     """
@@ -127,7 +126,7 @@ class Outstanding(NamedTuple):
     deadline: float
     resource: str | None
     tried: tuple[str, ...] = ()
-    skip: int = 0
+    sent: str = ""
     size: int = 0
 
 
@@ -146,30 +145,6 @@ class Call(NamedTuple):
     deadline: float
     user: str
     size: int = 0
-
-
-class LateReply(NamedTuple):
-    """Replies the proxy no longer wants for one requester and id: ``owed`` lists, by resource
-    name (sorted), how many requests with this key each resource still holds that timed out,
-    and may yet answer. Ids pass unchanged, so such a late answer would look exactly like the
-    answer to a new request with the same requester and id. The next replies from a resource
-    for this key, as many as it owes, are dropped; a new request with the key is kept away from
-    the resources that owe if another one can take it, else it takes its resource's count along
-    (:attr:`Outstanding.skip`). Each debt is remembered until its resource answers or goes
-    offline: a late answer can come any time later (the whole-system properties found that a
-    fixed horizon lets it through, and that a key's debts at two resources must both be kept).
-    ``seq`` is when a debt of this key last grew; at most ``max_outstanding`` keys are kept
-    (the one whose debts grew longest ago is forgotten first)."""
-
-    seq: int
-    owed: tuple[tuple[str, int], ...]
-
-    def of(self, resource: str) -> int:
-        """What ``resource`` owes for this key."""
-        for name, count in self.owed:
-            if name == resource:
-                return count
-        return 0
 
 
 class MessageRoute(NamedTuple):
@@ -230,8 +205,12 @@ class ProxyState(NamedTuple):
     waits for a deadline: requests, ``calls`` (IQs the target started towards users) and
     ``routes`` (messages from the target whose error may come back); ``head`` is the sequence
     number from which to look for the next entry to expire, ``next_seq`` the next to hand out.
-    ``lates`` remembers which resources still hold requests that timed out (see
-    :class:`LateReply`). ``rng`` is the seeded choice's generator (``_routing``), ``turn``
+    ``seen`` holds the sealed ids of answers this process delivered for requests and calls it did
+    not send itself (an earlier process's, or another instance's: ``_recovery``), each until
+    the monotonic time its sealed deadline passes, so that a second copy is dropped.
+    ``instance`` names this process in the ids it seals (``_seal``), and ``epoch`` is the wall
+    clock minus ``now`` as last reported by an event, which turns deadlines into the wall-clock
+    time a sealed id carries. ``rng`` is the seeded choice's generator (``_routing``), ``turn``
     `round-robin`'s counter, ``load`` requests per resource (for `least-outstanding` only).
     ``rates`` holds the rate limit's TAT per requester account (``_policy``), swept at
     ``sweep_at``.
@@ -252,16 +231,27 @@ class ProxyState(NamedTuple):
     sweep_at: float = float("inf")
     turn: int = 0
     load: Map[str, int] = _EMPTY  # type: ignore[assignment]
-    lates: Map[RequestKey, LateReply] = _EMPTY  # type: ignore[assignment]
+    seen: Map[str, float] = _EMPTY  # type: ignore[assignment]
     calls: Map[tuple[str, str], Call] = _EMPTY  # type: ignore[assignment]
     routes: Map[tuple[str, str], MessageRoute] = _EMPTY  # type: ignore[assignment]
     session: Session = Session()
     due: float = float("-inf")
+    instance: str = "00000000"
+    epoch: float = 0.0
 
 
-def initial_state(config: ProxyConfig, seed: int = 0) -> ProxyState:
-    """The state before the first event: disconnected, nothing known, ``seed`` for the choice."""
-    return ProxyState(config=config, rng=seed & ((1 << 64) - 1))
+def initial_state(config: ProxyConfig, seed: int = 0, instance: int | None = None) -> ProxyState:
+    """The state before the first event: disconnected, nothing known, ``seed`` for the choice.
+
+    ``instance`` (32 bits) names this process in the ids it seals: every process serving one
+    component needs its own, so a transport passes a random one; by default it is drawn from
+    ``seed``, which then must differ between processes."""
+    rng = seed & ((1 << 64) - 1)
+    if instance is None:
+        # Fibonacci hashing of the seed: distinct seeds give well-spread names, and the
+        # choice's generator is left as it was.
+        instance = (rng * 0x9E3779B97F4A7C15) >> 32
+    return ProxyState(config=config, rng=rng, instance=f"{instance & 0xFFFFFFFF:08x}")
 
 
 #: ProxyState's fields in its order, read from a working copy by name (see Step.close).
@@ -291,11 +281,13 @@ class Step:
     sweep_at: float
     turn: int
     load: Map[str, int]
-    lates: Map[RequestKey, LateReply]
+    seen: Map[str, float]
     calls: Map[tuple[str, str], Call]
     routes: Map[tuple[str, str], MessageRoute]
     session: Session
     due: float
+    instance: str
+    epoch: float
     out: list[Output]
 
     def __init__(self, state: ProxyState, now: float) -> None:
@@ -315,11 +307,13 @@ class Step:
             self.sweep_at,
             self.turn,
             self.load,
-            self.lates,
+            self.seen,
             self.calls,
             self.routes,
             self.session,
             self.due,
+            self.instance,
+            self.epoch,
         ) = state
         # Time never runs backwards inside the core (see _events): NaN and the past become `then`.
         self.now = now if now > then else then

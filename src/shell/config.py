@@ -7,6 +7,7 @@ wrong with it; the CLI prints it and exits 2.
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import importlib.util
 import ipaddress
 import math
@@ -38,16 +39,24 @@ SECRET_ENV = "CLIENT_PROXY_SECRET"
 #: The TOML keys that are the core's settings, under the name of ProxyConfig's field where it
 #: differs (everything else in ProxyConfig keeps its name).
 _CORE_NAMES = {"component": "proxy_domain"}
+#: ProxyConfig's fields that are no TOML key: the daemon derives them (:func:`seal_key`).
+DERIVED = frozenset({"seal_key"})
 _CORE_DEFAULTS: dict[str, Any] = {
     f.name: f.default
     for f in dataclasses.fields(ProxyConfig)
-    if f.default is not dataclasses.MISSING
+    if f.default is not dataclasses.MISSING and f.name not in DERIVED
 }
+#: The label that makes the seal key from its material (HKDF's `info`, with the component's
+#: domain after it): fixed, so that every instance serving one component derives the same key.
+SEAL_LABEL = b"client-proxy seal key v1\0"
+#: The least `seal_key_file` may hold: 128 bits.
+SEAL_KEY_MIN_BYTES = 16
 #: Settings of the daemon itself (the core never sees them), with their defaults.
 SHELL_DEFAULTS: dict[str, Any] = {
     "drain_timeout": 5.0,
     "reconnect_max_delay": 30.0,
     "seed": None,
+    "seal_key_file": None,
     "event_loop": "uvloop",
     "metrics_listen": None,
     "log_format": "text",
@@ -96,6 +105,8 @@ class Settings:
     metrics_listen: tuple[str, int] | None = None
     #: "text" or "json" (:data:`LOG_FORMATS`).
     log_format: str = "text"
+    #: Where the seal key's material was read from (None: the component secret).
+    seal_key_file: str | None = None
     #: Things that work but that an operator should hear about (one line each): `check` prints
     #: them, `run` logs them at warning.
     warnings: tuple[str, ...] = ()
@@ -177,11 +188,18 @@ def parse_settings(
     if log_format not in LOG_FORMATS:
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
 
+    seal_key_file = None
+    material = secret.encode("utf-8")
+    if values["seal_key_file"] is not None:
+        seal_key_file = _string(values, "seal_key_file")
+        material = _seal_material(seal_key_file, base, env, warnings)
+
     # The core's settings are checked by ProxyConfig itself; the shell only turns TOML into its
     # types (lists into tuples, JIDs normalised as the server would).
     core_values = {k: values[k] for k in _CORE_DEFAULTS}
     core_values["deny"] = _jid_list(values, "deny")
     core_values["allow"] = _jid_list(values, "allow")
+    core_values["seal_key"] = seal_key(material, component)
     try:
         core = ProxyConfig(proxy_domain=component, target=target, **core_values)
     except ValueError as exc:
@@ -201,8 +219,50 @@ def parse_settings(
         event_loop_note,
         metrics_listen=metrics_listen,
         log_format=log_format,
+        seal_key_file=seal_key_file,
         warnings=tuple(warnings),
     )
+
+
+def seal_key(material: bytes, component: str) -> bytes:
+    """The 32-byte key that seals forwarded ids (``client_proxy.core._seal``): HKDF-SHA256 of
+    ``material`` (the component secret, or what `seal_key_file` holds), with no salt and
+    :data:`SEAL_LABEL` plus the component's domain as `info`. Every instance that shares the
+    material and the domain derives the same key, and the secret itself never signs anything."""
+    return hkdf_sha256(material, SEAL_LABEL + component.encode("utf-8"))
+
+
+def hkdf_sha256(material: bytes, info: bytes) -> bytes:
+    """HKDF-SHA256 (RFC 5869) without salt, 32 bytes: extract, then the one expansion block 32
+    bytes need. Two HMACs from the standard library; `cryptography` would be a compiled
+    dependency for them. (A unit test checks it against RFC 5869's test case 3.)"""
+    prk = hmac.digest(b"\0" * 32, material, "sha256")  # §2.2: no salt is HashLen zeros
+    return hmac.digest(prk, info + b"\x01", "sha256")  # §2.3: T(1)
+
+
+def _seal_material(
+    text: str, base: Path | None, env: dict[str, str] | os._Environ[str], warnings: list[str]
+) -> bytes:
+    """What `seal_key_file` holds, its surrounding whitespace stripped: at least 16 bytes."""
+    path = _credential_path(text, env, "seal_key_file")
+    if base is not None and not path.is_absolute():
+        path = base / path
+    try:
+        material = path.read_bytes().strip()
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"cannot read seal_key_file {str(path)!r}: {exc.strerror}") from None
+    if len(material) < SEAL_KEY_MIN_BYTES:
+        raise ConfigError(
+            f"seal_key_file {str(path)!r} holds {len(material)} bytes; it needs at least "
+            f"{SEAL_KEY_MIN_BYTES} (for example: head -c 32 /dev/urandom | base64 > FILE)"
+        )
+    if mode & stat.S_IROTH:
+        warnings.append(
+            f"seal_key_file {str(path)!r} is readable by every user of this machine "
+            f"(chmod o-r {shlex.quote(str(path))})"
+        )
+    return material
 
 
 def _string(raw: dict[str, Any], key: str) -> str:
@@ -285,7 +345,7 @@ def _secret(
     if "secret" in raw:
         return _string(raw, "secret")
     if "secret_file" in raw:
-        path = _credential_path(_string(raw, "secret_file"), env)
+        path = _credential_path(_string(raw, "secret_file"), env, "secret_file")
         if base is not None and not path.is_absolute():
             path = base / path
         try:
@@ -309,16 +369,17 @@ def _secret(
     return secret
 
 
-def _credential_path(text: str, env: dict[str, str] | os._Environ[str]) -> Path:
-    """`secret_file`, with a leading ``$CREDENTIALS_DIRECTORY`` (or ``${...}``) replaced by the
-    folder where systemd put the service's credentials (``LoadCredential=``): the unit names
-    the credential, the config file names the same path whatever folder systemd picks."""
+def _credential_path(text: str, env: dict[str, str] | os._Environ[str], key: str) -> Path:
+    """`secret_file` (or `seal_key_file`, as ``key`` says), with a leading
+    ``$CREDENTIALS_DIRECTORY`` (or ``${...}``) replaced by the folder where systemd put the
+    service's credentials (``LoadCredential=``): the unit names the credential, the config file
+    names the same path whatever folder systemd picks."""
     for prefix in (f"${{{CREDENTIALS_ENV}}}", f"${CREDENTIALS_ENV}"):
         if text.startswith(prefix):
             folder = env.get(CREDENTIALS_ENV, "")
             if not folder:
                 raise ConfigError(
-                    f"secret_file {text!r} names ${CREDENTIALS_ENV}, which is not set "
+                    f"{key} {text!r} names ${CREDENTIALS_ENV}, which is not set "
                     "(systemd sets it for a unit with LoadCredential=)"
                 )
             return Path(folder) / text[len(prefix) :].lstrip("/")

@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import socket
+import time
 from collections import Counter, deque
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError
@@ -375,7 +376,10 @@ class Daemon:
         self.settings = settings
         self.loop = loop or asyncio.get_running_loop()
         seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(8))
-        self.state = initial_state(settings.core, seed)
+        # Its name in the ids it seals: random, whatever the seed, so that two instances (or a
+        # restart) never take each other's answers for their own.
+        instance = int.from_bytes(os.urandom(4))
+        self.state = initial_state(settings.core, seed, instance=instance)
         self.counters: Counter[str] = Counter()
         self.finished: asyncio.Future[int] = self.loop.create_future()
         #: The armed timer and when it fires; the core's latest deadline (never earlier).
@@ -499,7 +503,7 @@ class Daemon:
             return
         # The loop may fire up to one clock resolution early; the deadline has been reached.
         now = self.loop.time()
-        self.apply(TimePassed(now if now >= deadline else deadline))
+        self.apply(TimePassed(now if now >= deadline else deadline, time.time()))
 
     def _send_now(self, stanza: Any) -> None:
         text = to_text(stanza, self._ns)
@@ -582,14 +586,16 @@ class Daemon:
                 core_stanza.from_,
                 core_stanza.to,
             )
-        self.apply(StanzaReceived(self.loop.time(), core_stanza, size))
+        # The wall clock with it: sealed ids carry wall-clock deadlines (another process
+        # checks them against its own clock), and a step of the system clock is seen at once.
+        self.apply(StanzaReceived(self.loop.time(), core_stanza, size, time.time()))
 
     def _on_session_start(self, _: Any) -> None:
         if self._stopping:
             # The fresh connection the core asked for: it sends what it held, and this
             # connection ends as after Stopped.
             self._flushing = False
-            self.apply(ConnectionUp(self.loop.time()))
+            self.apply(ConnectionUp(self.loop.time(), time.time()))
             self.xmpp.disconnect(wait=2.0)
             return
         if self.standby_since is not None:
@@ -608,7 +614,7 @@ class Daemon:
         self.connected_once = True
         if not first and self.metrics is not None:
             self.metrics.reconnected()
-        self.apply(ConnectionUp(self.loop.time()))
+        self.apply(ConnectionUp(self.loop.time(), time.time()))
         if first and not self._ready_sent:
             self._ready_sent = True
             self.notifier.ready()

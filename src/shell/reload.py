@@ -14,8 +14,10 @@ What changes how (the core decides for its part, :class:`~client_proxy.core.Conf
   listener stays where it was. It is bound before anything else changes, so that a refused
   file changes nothing;
 - `target` cannot change while running (what is outstanding was sent to it): refused;
-- `event_loop` and `seed` are read at start only: noted (``config.pending``), kept for the
-  restart.
+- `event_loop`, `seed` and `seal_key_file` are read at start only: noted
+  (``config.pending``), kept for the restart. So is the seal key itself: a new `secret` is
+  used for the connection at once, and for the key only after a restart (every instance of the
+  component must seal with the same key).
 
 A file that does not load or validate is refused with its one-line reason (``config.rejected``)
 and the running config stays; a good one logs ``config.reloaded`` with the keys that changed.
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from client_proxy.core import ConfigChanged
 from slixmpp.jid import JID
 
-from .config import ConfigError, Settings, load_settings
+from .config import DERIVED, ConfigError, Settings, load_settings
 from .logs import set_format
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ log = logging.getLogger("client_proxy")
 #: Keys whose change makes the proxy connect again.
 RECONNECT_KEYS = frozenset({"component", "server", "secret"})
 #: Keys read once at start.
-RESTART_KEYS = frozenset({"event_loop", "seed"})
+RESTART_KEYS = frozenset({"event_loop", "seed", "seal_key_file"})
 #: The TOML name of a ProxyConfig field, where it differs.
 _TOML_NAMES = {"proxy_domain": "component"}
 
@@ -57,6 +59,7 @@ def _flat(settings: Settings) -> dict[str, Any]:
     values: dict[str, Any] = {
         _TOML_NAMES.get(f.name, f.name): getattr(settings.core, f.name)
         for f in dataclasses.fields(settings.core)
+        if f.name not in DERIVED
     }
     values.update(
         server=(settings.host, settings.port),
@@ -67,6 +70,7 @@ def _flat(settings: Settings) -> dict[str, Any]:
         event_loop=settings.event_loop,
         metrics_listen=settings.metrics_listen,
         log_format=settings.log_format,
+        seal_key_file=settings.seal_key_file,
     )
     return values
 
@@ -157,7 +161,15 @@ async def _reload(daemon: Daemon, path: str) -> None:
         log.warning("config.warning: %s", warning)
     later = [k for k in changed if k in RESTART_KEYS]
     # What only a restart can change stays as it runs, so that what `settings` says is true.
-    new = dataclasses.replace(new, event_loop=old.event_loop, seed=old.seed)
+    # The seal key too: every instance must keep sealing with the key the others have (a new
+    # secret's key comes with the restart).
+    new = dataclasses.replace(
+        new,
+        event_loop=old.event_loop,
+        seed=old.seed,
+        seal_key_file=old.seal_key_file,
+        core=dataclasses.replace(new.core, seal_key=old.core.seal_key),
+    )
     daemon.settings = new
     daemon.apply(ConfigChanged(daemon.loop.time(), new.core))
     if "log_format" in changed:

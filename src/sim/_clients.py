@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from client_proxy.core._jid import bare
+from client_proxy.core._seal import original_of
 
 from ._clock import Clock
 from ._schedule import Resource
@@ -165,13 +166,22 @@ class TargetClient:
         holds the request or it is on its way here, a forgery otherwise."""
         if not self.alive:
             return
-        request = self.holding.pop((translated, id), None)
+        # The proxy seals the ids it forwards (client_proxy.core._seal): the request is the one
+        # whose id carries ``id``.
+        request = next(
+            (
+                self.holding.pop(key)
+                for key in list(self.holding)
+                if key[0] == translated and _original(key[1]) == id
+            ),
+            None,
+        )
         if request is None:
             for stanza in in_flight:
                 if (
                     stanza.name == "iq"
                     and stanza.get("from") == translated
-                    and stanza.get("id") == id
+                    and _original(stanza.get("id") or "") == id
                     and stanza.get("type") in ("get", "set")
                 ):
                     request = stanza
@@ -180,3 +190,9 @@ class TargetClient:
         else:
             forged = iq("result", id, to=translated, children=(answer_payload(FORGED),))
             self._send(forged)
+
+
+def _original(ident: str) -> str:
+    """The requester's id that a forwarded id carries (itself, if it is not sealed)."""
+    original = original_of(ident)
+    return ident if original is None else original

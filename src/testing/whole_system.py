@@ -46,8 +46,8 @@ from dataclasses import dataclass
 
 from client_proxy.core import decode_requester
 from client_proxy.core._jid import bare, domain_of, resource_of
+from client_proxy.core._seal import original_of
 from client_proxy.sim import (
-    FORGED,
     PROXY,
     SIM_NS,
     TARGET,
@@ -131,7 +131,6 @@ def audit_answers(outcome: Outcome) -> AnswerAudit:
     unanswered: list[str] = []
     unowed: list[str] = []
     misattributed: list[str] = []
-    raced = _forgeries_that_won_a_race(outcome)
     by_key: dict[tuple[str, str, str], list[SentRequest]] = defaultdict(list)
     for r in sorted(outcome.requests, key=lambda r: r.at):
         by_key[(r.user, r.to, r.id)].append(r)
@@ -148,9 +147,6 @@ def audit_answers(outcome: Outcome) -> AnswerAudit:
             unowed.append(f"t={got.at:g}: {got.jid} received an error without <error/>: {s}")
         key = (got.jid, s.get("from") or "", s.get("id") or "")
         text = _serial_of(s, "answer") if kind == "result" else None
-        if text == FORGED and raced[(got.jid, key[2])] > 0:
-            raced[(got.jid, key[2])] -= 1
-            text = None  # answers whichever request it was accepted for, like an error
         if text is not None:
             claims[key].append(text)
         answers.append((got, key, text))
@@ -217,27 +213,6 @@ def nothing_unowed(outcome: Outcome) -> list[str]:
     return [*audit_answers(outcome).unowed, *leaks_to_target(outcome)]
 
 
-def _forgeries_that_won_a_race(outcome: Outcome) -> Counter[tuple[str, str]]:
-    """(requester, id) of forged replies that reached the proxy after it had sent that very
-    request to the forging resource. The proxy cannot tell such a forgery from the answer
-    (the two travel on different streams), and DESIGN.md's rule, a reply is accepted only from
-    the resource that got the request, holds: so delivering it is allowed."""
-    forwarded: dict[tuple[str, str, str], float] = {}
-    for hop in outcome.hops:
-        s = hop.stanza
-        if hop.src == "proxy" and s.name == "iq" and s.get("type") in ("get", "set"):
-            key = (s.get("from") or "", s.get("id") or "", s.get("to") or "")
-            forwarded[key] = min(hop.sent, forwarded.get(key, hop.sent))
-    raced: Counter[tuple[str, str]] = Counter()
-    for hop in outcome.hops:
-        s = hop.stanza
-        if hop.dst == "proxy" and s.name == "iq" and _serial_of(s, "answer") == FORGED:
-            key = (s.get("to") or "", s.get("id") or "", s.get("from") or "")
-            if key in forwarded and forwarded[key] <= hop.at:
-                raced[(decode_requester(PROXY, key[0]) or "", key[1])] += 1
-    return raced
-
-
 def leaks_to_target(outcome: Outcome) -> list[str]:
     """The target receives from the proxy only the subscription request and requests that a
     user really sent, with that user's id, type and payload."""
@@ -256,11 +231,17 @@ def leaks_to_target(outcome: Outcome) -> list[str]:
         if s.name == "iq" and kind in ("get", "set"):
             requester = decode_requester(PROXY, sender)
             serial = _serial_of(s, "query")
-            r = sent.get((requester or "", s.get("id") or "", kind, serial or ""))
+            r = sent.get((requester or "", _original(s.get("id") or ""), kind, serial or ""))
             if r is not None and r.at <= got.at:
                 continue
         problems.append(f"t={got.at:g}: {got.jid} received {s}, which no user sent")
     return problems
+
+
+def _original(ident: str) -> str:
+    """The requester's id that an id the proxy forwarded carries (``_seal``)."""
+    original = original_of(ident)
+    return ident if original is None else original
 
 
 def repeated_sets(outcome: Outcome) -> list[str]:
@@ -277,7 +258,8 @@ def repeated_sets(outcome: Outcome) -> list[str]:
             and s.get("type") == "set"
             and bare(s.get("to") or "") == TARGET
         ):
-            forwards[(s.get("from") or "", s.get("id") or "", _serial_of(s, "query") or "")] += 1
+            ident = _original(s.get("id") or "")
+            forwards[(s.get("from") or "", ident, _serial_of(s, "query") or "")] += 1
     return [
         f"the set #{serial} (id {id!r} from {sender}) was sent to the target {n} times"
         for (sender, id, serial), n in forwards.items()
@@ -547,17 +529,6 @@ def schedules(
     others = draw(st.lists(_fault(user_jids, names, faults), max_size=max_faults))
     if "id_reuse" not in faults:
         requests = _unique_ids(requests)
-    elif any(r.twice for r in resources) or any(isinstance(s, Forge) for s in others):
-        # A resource that answers one request twice (or forges an answer that wins the race,
-        # then sends the real one), to a user who reuses the id: the second copy cannot be told
-        # apart from the answer to the new request (ids pass unchanged), a limit of the wire
-        # contract pinned in the tests, not a property the proxy can keep. So a schedule has
-        # one or the other.
-        if draw(st.booleans()):
-            requests = _unique_ids(requests)
-        else:
-            resources = tuple(dataclasses.replace(r, twice=False) for r in resources)
-            others = [s for s in others if not isinstance(s, Forge)]
     steps = sorted(requests + others, key=lambda s: s.at)
     steps = [Online(0.0, n) for n in initially] + _with_one_stop(steps)
     return Schedule(users, resources, tuple(steps), draw(_settings(faults)))

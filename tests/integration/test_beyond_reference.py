@@ -78,7 +78,7 @@ async def failing_resource(env: ProxyEnv, name: str) -> FailingResource:
 
 
 def holder(resources: list[TargetResource], iq_id: str) -> str:
-    owners = [r.resource for r in resources if any(q.id == iq_id for q in r.requests)]
+    owners = [r.resource for r in resources if any(q.original == iq_id for q in r.requests)]
     assert len(owners) == 1, (iq_id, owners)
     return owners[0]
 

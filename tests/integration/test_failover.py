@@ -9,12 +9,10 @@ the component while no instance is connected (docs/deploy.md, "Standby" and "The
   but to a slot chosen by a hash of the domain, and with that slot empty it drops them all
   without a word: no setup of it keeps exactly one instance active.
 - While no instance is connected, each server answers requests, messages and presence for the
-  domain with an error of its own, and drops results and errors without a word: the reply to a
-  request that was in flight when the proxy died never reaches its requester.
-
-What is not there yet, and pinned here so that it shows when it changes: an instance that takes
-over cannot deliver the reply to a request the dead one forwarded (it never saw the request, and
-the forwarded id does not say where the reply goes); it drops it, as any unmatched reply.
+  domain with an error of its own, and drops results and errors without a word: a reply the
+  target sends in that gap never reaches its requester.
+- The instance that takes over delivers the replies to what the dead one forwarded, once: the
+  forwarded id is sealed and says where the reply goes (README, JAT).
 """
 
 from __future__ import annotations
@@ -84,7 +82,7 @@ def test_second_instance_for_the_component(env: ProxyEnv, tmp_path: Path) -> Non
     SIGKILL, and the standby takes over (`standby.takeover`) and answers new requests within
     TAKEOVER seconds; every request sent after that gets its result, those sent in between get
     the result or Prosody's own error, none gets two answers. The reply to a request only the
-    dead instance knew is dropped by the new one (the remaining gap: see the module's doc).
+    dead instance knew, sent after the takeover, is delivered by the new one, once.
 
     ejabberd: the second connection is accepted (`connection.up`, never `standby`), and the two
     instances share the requests, so some of them fail: no standby is possible there."""
@@ -125,8 +123,15 @@ async def _standby_takes_over(env: ProxyEnv, tmp_path: Path) -> None:
         active.signal(signal.SIGKILL)
         await standby.wait_log("standby.takeover", timeout=TAKEOVER + 3)
         await env.wait_resource(standby, "resource.online", "holder")
-        # The target answers the request the dead instance forwarded; the new one never saw it.
+        # The target answers the request the dead instance forwarded; the new one never saw it,
+        # and delivers the answer all the same (its id is sealed), and a copy of it not at all.
         holder.answer(in_flight)
+        (recovered,) = [await user.reply(in_flight, PROMPT)]
+        assert (recovered.type, recovered.from_, recovered.to) == (
+            "result",
+            PROXY_DOMAIN,
+            str(user.boundjid),
+        )
         await asyncio.sleep(TAKEOVER + 0.5)
         load.stop()
         await running
@@ -155,9 +160,13 @@ async def _standby_takes_over(env: ProxyEnv, tmp_path: Path) -> None:
         assert load.user.unsolicited() == [], load.user.unsolicited()
 
         await asyncio.sleep(0.5)
-        assert user.replies(in_flight) == [], user.replies(in_flight)
+        assert len(user.replies(in_flight)) == 1, user.replies(in_flight)
+        assert user.unsolicited() == [], user.unsolicited()
         samples = await scrape(port)
-        assert value(samples, "client_proxy_dropped_total", reason="reply_unmatched") >= 1
+        recovered_count = samples.get(
+            ("client_proxy_core_events_total", (("name", "answered.recovered"),)), 0.0
+        )
+        assert recovered_count >= 1, recovered_count
         assert value(samples, "client_proxy_standby") == 0
         assert await health(port) == (200, "ok")
         assert any(m.startswith("STATUS=ready") for m in notify.read()), notify.read()

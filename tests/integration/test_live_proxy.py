@@ -81,13 +81,14 @@ def test_readme_flow_four_stanzas(env: ProxyEnv) -> None:
         reply = await user.reply("1234", PROMPT)
 
         (seen,) = svc.requests
-        assert (seen.type, seen.id, seen.from_, seen.to) == (
+        assert (seen.type, seen.original, seen.from_, seen.to) == (
             "get",
             "1234",
             "proxy.localhost/user@localhost/abc",
             "svc@localhost/a",
         )
         assert seen.payload == (_canon(payload),)
+        assert seen.id != "1234"  # the proxy's own, sealed (README, JAT)
         assert_result(
             reply, to="user@localhost/abc", from_="proxy.localhost", id="1234", payload=payload
         )
@@ -119,7 +120,7 @@ def test_request_to_full_jid_answered_from_it(env: ProxyEnv) -> None:
             rid = user.request(to)
             reply = await user.reply(rid, PROMPT)
             assert_result(reply, to=str(user.boundjid), from_=to, id=rid, payload=echo_payload(rid))
-            fwd = [r for r in svc.requests if r.id == rid]
+            fwd = [r for r in svc.requests if r.original == rid]
             assert len(fwd) == 1
             assert fwd[0].from_.startswith(f"{PROXY_DOMAIN}/"), fwd
             assert str(user.boundjid) in fwd[0].from_, fwd
@@ -236,7 +237,7 @@ async def _leave_mid_request(env: ProxyEnv, abrupt: bool) -> None:
 
     me = str(user.boundjid)
     assert_result(get_reply, to=me, from_=PROXY_DOMAIN, id=get_id, payload=echo_payload(get_id))
-    assert [r.id for r in b.requests] == [get_id], b.requests
+    assert [r.original for r in b.requests] == [get_id], b.requests
     retried = b.requests[0]
     assert (retried.type, retried.from_) == ("get", f"{PROXY_DOMAIN}/{me}")
     assert retried.payload == (_canon(echo_payload(get_id)),)
@@ -537,7 +538,7 @@ def test_sigterm_drains_outstanding_requests(env: ProxyEnv) -> None:
                 etype="wait",
             )
         assert await daemon.wait_exit(10) == 0
-        assert [r.id for r in a.requests] == ids  # the refused one never reached the target
+        assert [r.original for r in a.requests] == ids  # the refused one never reached the target
         await asyncio.sleep(0.3)
         assert user.unsolicited() == []
 

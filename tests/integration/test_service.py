@@ -234,8 +234,8 @@ def test_sighup_switches_routing_with_requests_in_flight(env: ProxyEnv) -> None:
         second = [user.request(PROXY_DOMAIN, type="set") for _ in range(10)]
         replies = await user.all_replies(first + second, PROMPT)
         assert all(r.type == "result" for r in replies.values())
-        assert [r.id for r in alpha.requests] == first
-        assert [r.id for r in beta.requests] == second
+        assert [r.original for r in alpha.requests] == first
+        assert [r.original for r in beta.requests] == second
 
         good = config.read_text()
         for bad, reason in (
@@ -260,7 +260,7 @@ def test_sighup_switches_routing_with_requests_in_flight(env: ProxyEnv) -> None:
         replies = await user.all_replies(third, PROMPT)
         assert all(r.type == "result" for r in replies.values())
         assert daemon.process.poll() is None
-        assert [r.id for r in beta.requests] == second + third
+        assert [r.original for r in beta.requests] == second + third
         await asyncio.sleep(0.3)
         assert user.unsolicited() == []
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from client_proxy.core._seal import original_of
 from slixmpp import ClientXMPP
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
@@ -55,6 +56,13 @@ class IqRecord:
     error_type: str | None
     error_condition: str | None
     at: float
+
+    @property
+    def original(self) -> str:
+        """The requester's id, for a request the proxy forwarded: it goes out with an id of its
+        own that carries the requester's (sealed, ``client_proxy.core._seal``)."""
+        original = original_of(self.id)
+        return self.id if original is None else original
 
     @staticmethod
     def of(xml: ET.Element) -> IqRecord:
@@ -296,7 +304,9 @@ class TargetResource(_Client):
         if iq["type"] not in ("get", "set") or not self._from_proxy(str(iq["from"])):
             return
         if self.mode == "hold":
-            self.held[iq["id"]] = iq
+            # Held by the requester's id, which the test knows; answered with the one it came
+            # with (iq.reply keeps it).
+            self.held[IqRecord.of(iq.xml).original] = iq
         elif self.mode == "error":
             self._send_later(self.error_for(iq))
         else:

@@ -22,6 +22,7 @@ from client_proxy.core import (
     step,
     translation_problem,
 )
+from client_proxy.core._seal import original_of
 from client_proxy.testing import strategies as cps
 from client_proxy.testing.strategies import jid_unchanged, server_resourceprep, utf8_size
 from hypothesis import example, given
@@ -89,13 +90,15 @@ def test_request_then_reply_restores_to_from_and_id(requester, id_, to, kind):
     (forward,) = sent(t.outputs)
     assert forward.to == f"{TARGET}/a"
     assert forward.from_ == encode_requester(PROXY, requester)
-    assert (forward.id, forward.type, forward.payload) == (id_, kind, payload)
+    assert (forward.type, forward.payload) == (kind, payload)
     assert forward.extra == request.extra
+    # The id is the proxy's own, carrying the requester's (sealed: core._seal).
+    assert original_of(forward.id) == id_
 
     # The server normalises the address the implementing client answers to (RFC 6120
     # §8.1.2.1): what comes back is what slixmpp's parser makes of it.
     reply_to = str(JID(forward.from_).full)
-    reply = Stanza("iq", "result", id_, forward.to, reply_to, "<answer/>")
+    reply = Stanza("iq", "result", forward.id, forward.to, reply_to, "<answer/>")
     t = step(t.state, StanzaReceived(2.0, reply))
     (back,) = sent(t.outputs)
     assert (back.to, back.from_, back.id) == (requester, to, id_)
@@ -157,12 +160,13 @@ def test_same_id_from_distinct_requesters_gets_distinct_answers(requesters, id_)
     assert len({f.from_ for f in forwards}) == len(requesters)
     answered = []
     for f in reversed(forwards):
-        t = step(state, StanzaReceived(2.0, Stanza("iq", "result", id_, f.to, f.from_, f.from_)))
+        t = step(state, StanzaReceived(2.0, Stanza("iq", "result", f.id, f.to, f.from_, f.from_)))
         state = t.state
         (back,) = sent(t.outputs)
         assert encode_requester(PROXY, back.to) == back.payload == f.from_
         answered.append(back.to)
     assert sorted(answered) == sorted(requesters)
+    assert len({f.id for f in forwards}) == len(requesters)
 
 
 @given(cps.overlong_requester_jids(), ids, proxy_addresses)

@@ -58,6 +58,7 @@ from client_proxy.core import (
 )
 from client_proxy.core._link import MAX_FLUSHES
 from client_proxy.core._queue import queue_key, queue_seq
+from client_proxy.core._seal import CALL, REQUEST, Sealed, open_id, original_of, seal, wall_ms
 from client_proxy.testing import strategies as cps
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -189,7 +190,8 @@ class Req:
     kept: bool = True
     resource: str | None = None
     tried: list[str] = field(default_factory=list)
-    skip: int = 0
+    #: The id its latest forward carried (sealed: unique per forward).
+    sent: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -236,14 +238,6 @@ def rendezvous_choice(requester: str, candidates: list[str]) -> str:
 
 
 @dataclass
-class Late:
-    """The resources that may still answer timed-out requests with one key: how many each."""
-
-    owed: dict[str, int]
-    order: int
-
-
-@dataclass
 class Route:
     """A message a target resource (``sender``, a full JID) sent to a user: an error the user's
     side bounces for it, with its id, goes back to ``sender`` until ``deadline``."""
@@ -263,8 +257,10 @@ class Actual:
         for s in sends:
             if s.kind == "iq" and s.type in ("get", "set"):
                 if bare_part(s.to or "") == TARGET:
-                    assert (s.from_, s.id) not in self.forwards, f"forwarded twice: {s}"
-                    self.forwards[(s.from_, s.id)] = s
+                    # Found by the requester's own id, which the sealed one carries.
+                    key = (s.from_, original_of(s.id or ""))
+                    assert key not in self.forwards, f"forwarded twice: {s}"
+                    self.forwards[key] = s
                 else:
                     self.calls.append(s)
             elif s.kind == "message" and not (s.type == "error" and s.to == sender):
@@ -282,8 +278,23 @@ class Model:
     the operator's view of it (the counters, the log records by level and code, how each request
     ended and after how long)."""
 
-    def __init__(self, config: ProxyConfig) -> None:
+    def __init__(self, config: ProxyConfig, instance: str) -> None:
         self.config = config
+        #: The name the proxy gives itself in the ids it seals.
+        self.instance = instance
+        #: Every id the proxy sealed: for a request, (requester, resource); for a call, the user.
+        self.sealed: dict[str, tuple[str, str]] = {}
+        self.call_ids: dict[str, str] = {}
+        #: Answers delivered for another instance's forwards: their ids, until their deadline.
+        self.seen: dict[str, float] = {}
+        #: Ids another instance sealed (the rules make them with the same key): for a request,
+        #: (requester, fields); for a call, (user, fields).
+        self.foreign: dict[str, tuple[str, Sealed]] = {}
+        self.foreign_calls: dict[str, tuple[str, Sealed]] = {}
+        #: (to, id, from) of every answer some instance owes for those.
+        self.foreign_owed: set[tuple[str, str, str]] = set()
+        #: Requests that timed out at a resource, which may still answer: (id, key, resource).
+        self.timed_out: list[tuple[str, tuple[str, str], str]] = []
         self.now = -math.inf
         self.prev_now = -math.inf
         self.link_up = False
@@ -295,7 +306,6 @@ class Model:
         self.resources: dict[str, Resource] = {}
         self.outstanding: dict[tuple[str, str], Req] = {}
         self.parked: list[tuple[str, str]] = []
-        self.lates: dict[tuple[str, str], Late] = {}
         self.calls: dict[tuple[str, str], Call] = {}
         self.routes: dict[tuple[str, str], Route] = {}
         self.rates: dict[str, float] = {}
@@ -459,28 +469,7 @@ class Model:
         self.count("answered.timeout" if timeout else "answered.shutdown")
         self.answer(x, error_sig(x.stanza, "wait", condition), outcome)
         if timeout and x.resource is not None:
-            self.expect_late(x.key, x.resource, x.skip + 1)
-
-    def expect_late(self, key: tuple[str, str], resource: str, owed: int) -> None:
-        """``LateReply``: the next ``owed`` replies from ``resource`` for ``key`` are not
-        wanted; at most ``max_outstanding`` remembered, the oldest forgotten first."""
-        old = self.lates.get(key)
-        if old is None and len(self.lates) >= self.config.max_outstanding:
-            del self.lates[min(self.lates, key=lambda k: self.lates[k].order)]
-            self.count("dropped.late_reply_memory")
-        self.orders += 1
-        late = self.lates[key] = old or Late({}, self.orders)
-        late.owed[resource] = late.owed.get(resource, 0) + owed
-        late.order = self.orders
-
-    def take_late(self, key: tuple[str, str], resource: str) -> int:
-        late = self.lates.get(key)
-        if late is None:
-            return 0
-        owed = late.owed.pop(resource, 0)
-        if not late.owed:
-            del self.lates[key]
-        return owed
+            self.timed_out.append((x.sent, x.key, x.resource))
 
     def refuse_parked(self) -> None:
         for key in list(self.parked):
@@ -632,10 +621,6 @@ class Model:
         # The per-requester limits are per account: all the resources of a bare JID together.
         mine = sum(1 for k in self.outstanding if account(k[0]) == account(requester))
         candidates = self.candidates()
-        late = self.lates.get(key)
-        if late is not None and len(candidates) > 1:
-            # Away from every resource that may still answer this key late, if one is left.
-            candidates = [c for c in candidates if c not in late.owed] or candidates
         size = self.footprint_of(s, measured, candidates)
         # The caps, in the order ``_policy.within_caps`` names them: all requests, all bytes,
         # this requester's requests, this requester's bytes.
@@ -713,13 +698,22 @@ class Model:
             expected = rendezvous_choice(r.key[0], candidates)
             assert chosen == expected, f"{r.key} sent to {chosen}, not {expected}"
         s = r.stanza
+        ident = out.id or ""
+        # A sealed id (core._seal), never seen before, that opens to what the answer needs.
+        assert ident not in self.sealed, f"two forwards share the id {ident!r}"
+        opened = open_id(self.config.seal_key, REQUEST, ident, r.key[0])
+        assert opened is not None, f"the forward's id does not verify: {out}"
+        wrote_to = "" if s.to == PROXY else s.to
+        expected = (self.instance, wall_ms(r.deadline), chosen, wrote_to, s.id)
+        assert opened[:1] + opened[2:] == expected, (opened, expected)
+        self.sealed[ident] = (r.key[0], chosen)
         assert out == Stanza(
-            "iq", s.type, s.id, translated, f"{TARGET}/{chosen}", s.payload, None, None, s.extra
+            "iq", s.type, ident, translated, f"{TARGET}/{chosen}", s.payload, None, None, s.extra
         )
         r.resource = chosen
+        r.sent = ident
         if chosen not in r.tried:
             r.tried.append(chosen)
-        r.skip = self.take_late(r.key, chosen)
 
     def retryable(self, r: Req) -> bool:
         return r.kept and self.retryable_now(r.stanza)
@@ -729,27 +723,16 @@ class Model:
         if requester is None:
             self.count("dropped.reply_unmatched")
             return
-        key = (requester, s.id or "")
-        late = self.lates.get(key)
-        slow = resource_part(s.from_ or "") if bare_part(s.from_ or "") == TARGET else None
-        if late is not None and slow in late.owed:
-            late.owed[slow] -= 1  # the answer to one that timed out there: nobody wants it now
-            if not late.owed[slow]:
-                del late.owed[slow]
-            if not late.owed:
-                del self.lates[key]
-            self.count("dropped.reply_late")
-            return
-        r = self.outstanding.get(key)
+        ident = s.id or ""
+        r = next(
+            (x for x in self.outstanding.values() if x.sent == ident and x.key[0] == requester),
+            None,
+        )
         if r is None:
-            self.count("dropped.reply_unmatched")  # unknown, or answered already
+            self.not_outstanding(s, requester)
             return
         if r.resource is None or s.from_ != f"{TARGET}/{r.resource}":
             self.count("dropped.reply_wrong_resource")
-            return
-        if r.skip:
-            r.skip -= 1  # a late answer to an earlier request with this key, from there
-            self.count("dropped.reply_late")
             return
         failed = s.type == "error" and s.error is not None and s.error.condition in FAILURES
         self.track_failures(r.resource, failed)
@@ -766,6 +749,46 @@ class Model:
             assert f"serial='{r.serial}'" in s.payload, f"{r.key} given {s.payload}"
         relayed = ("iq", s.type, q.id, q.to, q.from_, s.payload, error, None, s.extra)
         self.answer(r, relayed, "error" if s.type == "error" else "result")
+
+    def not_outstanding(self, s: Stanza, requester: str) -> None:
+        """A reply whose id is no outstanding request's latest forward: an id this proxy sealed
+        for that requester (answered since), another instance's (``foreign``), or neither."""
+        ident = s.id or ""
+        mine = self.sealed.get(ident)
+        foreign = self.foreign.get(ident)
+        if mine is not None and mine[0] == requester:
+            resource = mine[1]
+        elif foreign is not None and foreign[0] == requester:
+            resource = foreign[1].resource
+        else:
+            self.count("dropped.reply_forged")
+            return
+        if s.from_ != f"{TARGET}/{resource}":
+            self.count("dropped.reply_wrong_resource")
+        elif mine is not None:
+            self.count("dropped.reply_late")  # answered already: nobody is owed it
+        else:
+            assert foreign is not None
+            self.recovered(s, foreign[1], foreign[1].wrote_to or PROXY, requester)
+
+    def recovered(self, s: Stanza, fields: Sealed, from_: str, to: str) -> None:
+        """An answer to what another instance sent: delivered once, before its deadline."""
+        if fields.deadline <= wall_ms(self.now):
+            self.count("dropped.reply_expired")
+            return
+        ident = s.id or ""
+        if ident in self.seen:
+            self.count("dropped.reply_duplicate")
+            return
+        if len(self.seen) >= self.config.max_outstanding:
+            self.seen = {k: until for k, until in self.seen.items() if until > self.now}
+            if len(self.seen) >= self.config.max_outstanding:
+                self.count("dropped.recovered_memory")
+                return
+        self.seen[ident] = fields.deadline / 1000.0
+        self.count("answered.recovered")
+        error = None if s.error is None else (s.error.type, s.error.condition)
+        self.deliver(("iq", s.type, fields.original, from_, to, s.payload, error, None, s.extra))
 
     def track_failures(self, name: str, failed: bool) -> None:
         """Failures in a row take a resource out of rotation at the threshold, for the
@@ -811,7 +834,18 @@ class Model:
         assert len(self.actual.calls) == 1, f"expected one IQ to {user}: {self.actual.calls}"
         out = self.actual.calls.pop()
         ident = out.id or ""
-        assert ident.startswith("cp-") and (user, ident) not in self.calls, out
+        assert ident not in self.call_ids, f"two calls share the id {ident!r}"
+        opened = open_id(self.config.seal_key, CALL, ident, user)
+        assert opened is not None, f"the call's id does not verify: {out}"
+        deadline = wall_ms(self.now + cfg.request_timeout)
+        assert opened[:1] + opened[2:] == (
+            self.instance,
+            deadline,
+            resource_part(s.from_ or ""),
+            "",
+            s.id,
+        ), opened
+        self.call_ids[ident] = user
         assert out == Stanza("iq", s.type, ident, PROXY, user, s.payload, None, None, s.extra)
         self.serials += 1
         c = Call(self.serials, s, self.now, self.now + cfg.request_timeout, user, ident)
@@ -822,7 +856,15 @@ class Model:
     def call_answered(self, s: Stanza) -> None:
         c = self.calls.get((s.from_ or "", s.id or ""))
         if c is None:
-            self.count("dropped.unsolicited_reply")  # nobody asked
+            ident = s.id or ""
+            foreign = self.foreign_calls.get(ident)
+            if self.call_ids.get(ident) == s.from_:
+                self.count("dropped.call_late")  # answered already, or its resource gone
+            elif foreign is not None and foreign[0] == s.from_:
+                fields = foreign[1]
+                self.recovered(s, fields, f"{PROXY}/{s.from_}", f"{TARGET}/{fields.resource}")
+            else:
+                self.count("dropped.unsolicited_reply")  # nobody asked
             return
         q = c.stanza
         error = None if s.error is None else (s.error.type, s.error.condition)
@@ -976,7 +1018,7 @@ class Model:
     def reroute(self, gone: set[str] | None) -> None:
         """Requests held by a resource that has gone (any resource: ``gone`` is None) are
         retried or answered; the calls it started are forgotten (nobody is left to take the
-        answer), and so are the late replies it owed."""
+        answer)."""
         affected = [
             r
             for r in sorted(self.outstanding.values(), key=lambda r: r.serial)
@@ -998,12 +1040,6 @@ class Model:
                 self.orphaned.add(c.serial)
                 self.count("dropped.call_resource_gone")
                 self.ended.append(("outbound", "resource_gone", self.now - c.since))
-        for key, late in list(self.lates.items()):
-            for resource in list(late.owed):
-                if gone is None or resource in gone:
-                    del late.owed[resource]
-            if not late.owed:
-                del self.lates[key]
 
 
 # -- the machine --------------------------------------------------------------------------------
@@ -1113,8 +1149,8 @@ class ProxyMachine(RuleBasedStateMachine):
     )
     def start(self, config, seed, resources, approve):
         self.config = config
-        self.model = Model(config)
         self.state = initial_state(config, seed)
+        self.model = Model(config, self.state.instance)
         self.last: Transition | None = None
         #: The target's sessions as its server knows them (what a resync reports).
         self.sessions = set(resources)
@@ -1220,6 +1256,8 @@ class ProxyMachine(RuleBasedStateMachine):
             ]
             if owed or sig(s) in held_before:
                 continue
+            if (s.to or "", s.id or "", s.from_ or "") in m.foreign_owed:
+                continue  # an answer to another instance's forward (core._recovery)
             if s.to in m.addressed and s.from_ == PROXY:
                 continue  # the other direction: the user a target resource wrote to
             # Otherwise only an immediate error to whoever sent the stanza just received.
@@ -1318,7 +1356,7 @@ class ProxyMachine(RuleBasedStateMachine):
         assert sum(sizes.values()) <= cfg.max_outstanding_bytes
         assert all(b <= cfg.max_bytes_per_requester for b in sizes.values())
         assert all(n <= cfg.max_per_requester for n in counts.values())
-        for table in (s.calls, s.routes, s.lates):
+        for table in (s.calls, s.routes, s.seen):
             assert len(table) <= cfg.max_outstanding
         # Requests and calls are each bounded by max_outstanding, and each gets one answer.
         assert len(s.session.held) <= 2 * cfg.max_outstanding
@@ -1343,12 +1381,10 @@ class ProxyMachine(RuleBasedStateMachine):
             assert c.deadline > s.now, f"call outstanding past its deadline: {c}"
         assert not s.session.held or s.session.link is Link.DOWN
         # The model's view of what the proxy remembers.
-        assert {k: v.owed for k, v in s.lates.items()} == {
-            k: tuple(sorted(v.owed.items())) for k, v in m.lates.items()
+        assert {k: o.sent for k, o in s.requests.items()} == {
+            k: r.sent for k, r in m.outstanding.items()
         }
-        assert {k: o.skip for k, o in s.requests.items()} == {
-            k: r.skip for k, r in m.outstanding.items()
-        }
+        assert dict(s.seen) == m.seen
         # `least-outstanding` counts the requests each resource holds (ProxyState.load), and
         # nothing else keeps a count.
         held = Counter(o.resource for o in s.requests.values() if o.resource is not None)
@@ -1427,7 +1463,7 @@ class ProxyMachine(RuleBasedStateMachine):
         reply = Stanza(
             "iq",
             "result" if kind == "result" else "error",
-            r.stanza.id,
+            r.sent,
             f"{TARGET}/{r.resource}",
             encode_requester(PROXY, r.stanza.from_ or ""),
             f"<answer serial='{r.serial}'/>",
@@ -1470,7 +1506,7 @@ class ProxyMachine(RuleBasedStateMachine):
         reply = Stanza(
             "iq",
             kind,
-            r.stanza.id,
+            r.sent,
             f"{TARGET}/{other}",
             encode_requester(PROXY, r.stanza.from_ or ""),
             "<not yours/>",
@@ -1484,8 +1520,8 @@ class ProxyMachine(RuleBasedStateMachine):
     @rule(reply=replies)
     def duplicate_reply(self, reply):
         """A reply sent again (or a late one): the requester's answer was given already, so
-        this one must be dropped, unless a new request has taken its requester and id (then it
-        cannot be told from that one's answer: the one limit the whole-system tests pin)."""
+        this one must be dropped, even when a new request has taken its requester and id (each
+        forward has an id of its own)."""
         self.model.replaying = True
         self.apply(StanzaReceived(self.model.now, reply))
         self.model.replaying = False
@@ -1509,6 +1545,87 @@ class ProxyMachine(RuleBasedStateMachine):
             StanzaReceived(self.model.now, Stanza("iq", kind, id_, sender, address, "<r/>", err))
         )
         self.model.replaying = False
+
+    def another_instance(self) -> str:
+        return "ffffffff" if self.state.instance != "ffffffff" else "eeeeeeee"
+
+    @precondition(up)
+    @rule(
+        requester=st.sampled_from(REQUESTERS[:3]),
+        resource=st.sampled_from(RESOURCES),
+        answerer=st.sampled_from([None, None, *RESOURCES]),
+        id_=st.sampled_from(IDS),
+        to=st.sampled_from(REQUEST_TO),
+        left=st.sampled_from([-1.0, 0.0, 0.0005, 0.5, 5.0]),
+        number=st.integers(0, 3),
+        flaw=st.sampled_from([None, None, None, "key", "requester", "altered", "mine"]),
+        kind=st.sampled_from(["result", "error"]),
+        again=st.booleans(),
+    )
+    def reply_to_another_instance(  # noqa: PLR0917 (Hypothesis passes the rule's draws by name)
+        self, requester, resource, answerer, id_, to, left, number, flaw, kind, again
+    ):
+        """An answer to a request another instance forwarded (or this proxy before a restart):
+        its id sealed with the same key, ``left`` seconds before its deadline, from the resource
+        it names (or another), sometimes flawed: another key, sealed for another requester, a
+        character altered, or claiming to be this instance's. Delivered once, exactly when it
+        verifies, comes from the resource it names, and has not expired."""
+        instance = self.state.instance if flaw == "mine" else self.another_instance()
+        wrote_to = "" if to == PROXY else to
+        deadline = wall_ms(self.model.now + left)
+        fields = Sealed(instance, number, deadline, resource, wrote_to, id_)
+        key = self.config.seal_key + (b"x" if flaw == "key" else b"")
+        sealed_for = REQUESTERS[3] if flaw == "requester" else requester
+        ident = seal(key, REQUEST, fields, sealed_for)
+        if flaw == "altered":
+            ident = ident.replace(f".{number:x}.", f".{number + 1:x}.", 1)
+        elif flaw is None:
+            self.model.foreign[ident] = (requester, fields)
+            self.model.foreign_owed.add((requester, id_, wrote_to or PROXY))
+        elif flaw == "mine":
+            self.model.sealed.setdefault(ident, (requester, resource))
+        error = None if kind == "result" else StanzaError("cancel", "item-not-found")
+        reply = Stanza(
+            "iq",
+            kind,
+            ident,
+            f"{TARGET}/{answerer or resource}",
+            encode_requester(PROXY, requester),
+            "<recovered/>",
+            error,
+        )
+        self.model.replaying = True
+        self.apply(StanzaReceived(self.model.now, reply))
+        if again:
+            self.apply(StanzaReceived(self.model.now, reply))
+        self.model.replaying = False
+
+    @precondition(up)
+    @rule(
+        user=st.sampled_from(REQUESTERS[:3]),
+        resource=st.sampled_from(RESOURCES),
+        id_=st.sampled_from(IDS),
+        left=st.sampled_from([-1.0, 0.5, 5.0]),
+        flaw=st.sampled_from([None, None, "key", "user"]),
+        again=st.booleans(),
+    )
+    def user_answers_another_instances_call(  # noqa: PLR0917 (as above)
+        self, user, resource, id_, left, flaw, again
+    ):
+        """A user answers an IQ a target resource started through another instance: back to
+        that resource, once, if the id verifies and has not expired."""
+        fields = Sealed(
+            self.another_instance(), 7, wall_ms(self.model.now + left), resource, "", id_
+        )
+        key = self.config.seal_key + (b"x" if flaw == "key" else b"")
+        ident = seal(key, CALL, fields, REQUESTERS[3] if flaw == "user" else user)
+        if flaw is None:
+            self.model.foreign_calls[ident] = (user, fields)
+            self.model.foreign_owed.add((f"{TARGET}/{resource}", id_, f"{PROXY}/{user}"))
+        answer = Stanza("iq", "result", ident, user, PROXY, "<answer/>")
+        self.apply(StanzaReceived(self.model.now, answer))
+        if again:
+            self.apply(StanzaReceived(self.model.now, answer))
 
     # -- rules: the other direction ------------------------------------------------------------
 
@@ -1593,33 +1710,27 @@ class ProxyMachine(RuleBasedStateMachine):
         self.sessions.discard(resource)
         self.apply(self.presence_event(resource, "unavailable"))
 
-    def slow(self) -> list[tuple[tuple[str, str], str]]:
-        """(key, resource) of requests that timed out at a resource that may still answer:
-        remembered as late, or carried by a new request with the same key (its ``skip``)."""
-        m = self.model
-        late = [(key, resource) for key, late in m.lates.items() for resource in late.owed]
-        skipping = [(r.key, r.resource) for r in m.outstanding.values() if r.skip and r.resource]
-        return sorted(late + skipping)
-
-    @precondition(lambda self: self.model.link_up and self.slow())
+    @precondition(lambda self: self.model.link_up and self.model.timed_out)
     @rule(data=st.data())
     def late_reply_arrives(self, data):
         """A slow resource answers a request that has already timed out; its requester may have
-        sent a new request with the same id since, even to the same resource (``LateReply``):
-        that one must not be taken for the new request's answer."""
-        key, resource = data.draw(st.sampled_from(self.slow()), label="late")
-        to = encode_requester(PROXY, key[0])
-        reply = Stanza("iq", "result", key[1], f"{TARGET}/{resource}", to, "<late/>")
+        sent a new request with the same id since, even to the same resource: that one must not
+        be taken for the new request's answer (each forward has an id of its own)."""
+        late = data.draw(st.sampled_from(self.model.timed_out), label="late")
+        ident, requester, resource = late[0], late[1][0], late[2]
+        to = encode_requester(PROXY, requester)
+        reply = Stanza("iq", "result", ident, f"{TARGET}/{resource}", to, "<late/>")
         self.model.replaying = True  # the answer to an older request: not tagged
         self.apply(StanzaReceived(self.model.now, reply))
         self.model.replaying = False
 
-    @precondition(lambda self: self.model.link_up and self.model.lates)
+    @precondition(lambda self: self.model.link_up and self.model.timed_out)
     @rule(data=st.data(), kind=st.sampled_from(["get", "set"]))
     def requester_tries_again(self, data, kind):
         """A requester whose request timed out sends another with the same id (clients that
         number their requests per session do)."""
-        requester, id_ = data.draw(st.sampled_from(sorted(self.model.lates)), label="key")
+        late = data.draw(st.sampled_from(self.model.timed_out), label="key")
+        requester, id_ = late[1]
         self.request(requester, id_, kind, PROXY)
 
     @precondition(lambda self: self.model.link_up and self.model.resources)

@@ -21,7 +21,8 @@ CORE_FILES = sorted(CORE.glob("*.py"))
 #: What the core may import: the issue's list of pure standard-library modules and immutables,
 #: plus two more the core has needed since, both pure functions of their input: `re` (resource
 #: patterns, the ASCII fast path of the JAT check) and `hashlib` (rendezvous hashing for sticky
-#: routing: a deterministic digest, not a source of randomness).
+#: routing: a deterministic digest, not a source of randomness), and for sealed ids `hmac`
+#: (compare_digest, a constant-time comparison) and `binascii` (base64): pure functions too.
 ALLOWED = frozenset(
     {
         "__future__",
@@ -38,6 +39,8 @@ ALLOWED = frozenset(
         "unicodedata",
         "re",
         "hashlib",
+        "hmac",
+        "binascii",
     }
 )
 

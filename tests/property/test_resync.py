@@ -7,11 +7,10 @@ machine reaches only now and then, proved here head on.
   is, by a bare `unavailable`, a presence error or a revoked subscription: it is refused at once
   with `service-unavailable`, and so is any new one), the wait is over; with no news by the end
   of the grace, it is refused then (``_machine``'s "No resource").
-- A resource that times out still holds the request and may answer it late; replies from one
-  resource come in order, so after ``n`` time-outs with the same requester and id its next ``n``
-  replies for that key are the late ones, dropped, and only the one after them answers a new
-  request with that key (``LateReply``). Where another resource can take the new request, it
-  does.
+- A resource that times out still holds the request and may answer it late. Each forward goes
+  out with an id of its own (``_seal``), so a late answer never answers a newer request with
+  the same requester and id, in whatever order the answers come, and the proxy keeps nothing
+  to know it.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from client_proxy.core import (
     initial_state,
     step,
 )
+from client_proxy.core._seal import original_of
 from client_proxy.testing import strategies as cps
 from hypothesis import given
 from hypothesis import strategies as st
@@ -117,7 +117,7 @@ def test_a_resource_coming_online_takes_the_parked_requests_in_order(grace, user
     state = _park(_connected(grace), users, 0.0)
     t = step(state, StanzaReceived(grace / 2, _presence("a", None)))
     forwards = _sent(t)
-    assert [(f.to, f.from_, f.id) for f in forwards] == [
+    assert [(f.to, f.from_, original_of(f.id or "")) for f in forwards] == [
         (f"{TARGET}/a", f"{PROXY}/{u}", f"q{i}") for i, u in enumerate(users)
     ]
     assert not t.state.session.parked and len(t.state.requests) == len(users)
@@ -138,54 +138,13 @@ def test_with_no_news_the_grace_ends_the_wait(grace, users):
     assert [o.code for o in t.outputs if isinstance(o, LogRecord)].count("resync.no_resource") == 1
 
 
-def _serve(state: ProxyState, user: str, ident: str, now: float) -> tuple[ProxyState, str]:
-    """``user`` sends request ``ident``: the next state and the resource it went to."""
+def _serve(state: ProxyState, user: str, ident: str, now: float) -> tuple[ProxyState, str, str]:
+    """``user`` sends request ``ident``: the next state, the resource it went to, and the id
+    it went with."""
     t = step(state, StanzaReceived(now, Stanza("iq", "get", ident, user, PROXY, "<q/>")))
     (forward,) = _sent(t)
-    assert forward.from_ == f"{PROXY}/{user}" and forward.id == ident
-    return t.state, (forward.to or "").split("/", 1)[1]
-
-
-@given(timeouts=st.integers(1, 4), others=st.booleans(), user=st.sampled_from(USERS))
-def test_late_replies_to_a_reused_id_are_dropped_and_the_new_answer_gets_through(
-    timeouts, others, user
-):
-    config = ProxyConfig(PROXY, TARGET, request_timeout=5.0, rate_limit=0)
-    state = step(initial_state(config, 9), ConnectionUp(0.0)).state
-    names = ["a", "b"] if others else ["a"]
-    for name in names:
-        state = step(state, StanzaReceived(0.0, _presence(name, None))).state
-    now = 1.0
-    slow = None  # where the requests that timed out went
-    timed_out = 0
-    for attempt in range(timeouts + 1):
-        state, resource = _serve(state, user, "1", now)
-        if slow is not None:
-            # With another resource online, a request never goes back to where a late reply
-            # for its key may come from; alone, it does, and the late replies owed add up.
-            assert (resource != slow) == others
-            if resource != slow:
-                break
-        if attempt == timeouts:
-            break  # the last request is not left to time out
-        slow = resource
-        now += 5.0
-        t = step(state, TimePassed(now))  # its deadline: remote-server-timeout
-        assert [(a.to, a.id, a.error and a.error.condition) for a in _sent(t)] == [
-            (user, "1", "remote-server-timeout")
-        ]
-        state = t.state
-        timed_out += 1
-    late = Stanza("iq", "result", "1", f"{TARGET}/{slow}", f"{PROXY}/{user}", "<late/>")
-    for _ in range(timed_out):
-        t = step(state, StanzaReceived(now, late))
-        assert _sent(t) == [] and _counts(t) == ["dropped.reply_late"], t.outputs
-        state = t.state
-    answer = Stanza("iq", "result", "1", f"{TARGET}/{resource}", f"{PROXY}/{user}", "<new/>")
-    t = step(state, StanzaReceived(now, answer))
-    (delivered,) = _sent(t)
-    assert (delivered.to, delivered.id, delivered.payload) == (user, "1", "<new/>")
-    assert not t.state.requests and not t.state.lates
+    assert forward.from_ == f"{PROXY}/{user}" and original_of(forward.id or "") == ident
+    return t.state, (forward.to or "").split("/", 1)[1], forward.id or ""
 
 
 def _two_online(**settings: object) -> ProxyState:
@@ -196,52 +155,73 @@ def _two_online(**settings: object) -> ProxyState:
     return state
 
 
-@given(cap=st.integers(1, 4), keys=st.integers(1, 8), user=st.sampled_from(USERS))
-def test_the_memory_of_late_replies_is_bounded_and_forgets_the_oldest(cap, keys, user):
-    """At most ``max_outstanding`` keys with late replies owed are remembered; past that the
-    oldest is forgotten, and counted (``dropped.late_reply_memory``): a late reply for it then
-    finds nothing (``dropped.reply_unmatched``), while one for a key still remembered is
-    dropped as late."""
-    state = _two_online(max_outstanding=cap, request_timeout=5.0)
+@given(
+    timeouts=st.integers(1, 4),
+    names=st.sampled_from([("a",), ("a", "b")]),
+    routing=st.sampled_from(["random", "round-robin"]),
+    user=st.sampled_from(USERS),
+    order=st.randoms(use_true_random=False),
+)
+def test_late_replies_to_a_reused_id_are_dropped_and_the_new_answer_gets_through(
+    timeouts, names, routing, user, order
+):
+    """A requester whose request timed out ``timeouts`` times sends it again with the same id;
+    the late answers to the earlier ones arrive, from wherever they went, in any order, before
+    and after the answer to the newest: each late one is dropped and counted, the newest is
+    delivered, and nothing is left behind to remember them by."""
+    config = ProxyConfig(PROXY, TARGET, request_timeout=5.0, rate_limit=0, routing=routing)
+    state = step(initial_state(config, 9), ConnectionUp(0.0)).state
+    for name in names:
+        state = step(state, StanzaReceived(0.0, _presence(name, None))).state
     now = 1.0
-    where: dict[str, str] = {}
-    forgotten = 0
-    for i in range(keys):
-        state, where[f"k{i}"] = _serve(state, user, f"k{i}", now)
+    late: list[Stanza] = []
+    for _ in range(timeouts):
+        state, resource, ident = _serve(state, user, "1", now)
         now += 5.0
-        t = step(state, TimePassed(now))
-        forgotten += _counts(t).count("dropped.late_reply_memory")
+        t = step(state, TimePassed(now))  # its deadline: remote-server-timeout
+        assert [(a.to, a.id, a.error and a.error.condition) for a in _sent(t)] == [
+            (user, "1", "remote-server-timeout")
+        ]
         state = t.state
-        assert len(state.lates) == min(i + 1, cap)
-    assert forgotten == max(0, keys - cap)
+        late.append(
+            Stanza("iq", "result", ident, f"{TARGET}/{resource}", f"{PROXY}/{user}", "<late/>")
+        )
+        assert not state.requests and not state.seen
+    state, resource, ident = _serve(state, user, "1", now)
+    answer = Stanza("iq", "result", ident, f"{TARGET}/{resource}", f"{PROXY}/{user}", "<new/>")
+    replies = [*late, answer]
+    order.shuffle(replies)
+    delivered = []
+    for reply in replies:
+        t = step(state, StanzaReceived(now, reply))
+        state = t.state
+        if reply is answer:
+            (back,) = _sent(t)
+            assert (back.to, back.id, back.payload) == (user, "1", "<new/>")
+            delivered.append(back)
+        else:
+            assert _sent(t) == [] and _counts(t) == ["dropped.reply_late"], t.outputs
+    assert len(delivered) == 1
+    assert not state.requests and not state.seen
+
+
+@given(keys=st.integers(1, 40), user=st.sampled_from(USERS))
+def test_late_replies_are_known_without_memory(keys, user):
+    """However many requests time out, the proxy keeps nothing for their late answers (each
+    one's id says it is not outstanding), and drops every one of them."""
+    state = _two_online(max_outstanding=2, request_timeout=5.0)
+    now = 1.0
+    late = []
     for i in range(keys):
-        late = Stanza("iq", "result", f"k{i}", f"{TARGET}/{where[f'k{i}']}", f"{PROXY}/{user}")
-        t = step(state, StanzaReceived(now, late))
-        remembered = i >= keys - cap
-        assert _counts(t) == ["dropped.reply_late" if remembered else "dropped.reply_unmatched"]
-        assert _sent(t) == []
+        state, resource, ident = _serve(state, user, f"k{i % 3}", now)
+        late.append(Stanza("iq", "result", ident, f"{TARGET}/{resource}", f"{PROXY}/{user}"))
+        now += 5.0
+        state = step(state, TimePassed(now)).state
+        assert not state.requests and not state.seen and not state.queue
+    for reply in late:
+        t = step(state, StanzaReceived(now, reply))
+        assert _counts(t) == ["dropped.reply_late"] and _sent(t) == []
         state = t.state
-
-
-@given(user=st.sampled_from(USERS), ident=st.sampled_from(["1", "K", "same"]))
-def test_each_resources_late_replies_are_remembered_until_it_answers_or_leaves(user, ident):
-    """``LateReply``: each resource's late replies are remembered until it answers them or goes
-    offline, whatever happens at other resources with the same key. (Found by this property,
-    and by the whole-system tests at the same time: the core kept one resource per key, and a
-    time-out at a second resource made it forget the first's late answer, which was then
-    delivered as the answer to a new request with that id.)"""
-    state = _two_online(request_timeout=5.0, routing="round-robin")
-    state, first = _serve(state, user, ident, 1.0)
-    state = step(state, TimePassed(6.0)).state  # times out at `first`
-    state, second = _serve(state, user, ident, 7.0)
-    assert second != first  # kept away from where a late reply may come from
-    state = step(state, TimePassed(12.0)).state  # times out at `second` too
-    state = step(state, StanzaReceived(13.0, _presence(second, "unavailable"))).state
-    state, third = _serve(state, user, ident, 14.0)
-    assert third == first  # the only one left
-    late = Stanza("iq", "result", ident, f"{TARGET}/{first}", f"{PROXY}/{user}", "<first/>")
-    t = step(state, StanzaReceived(15.0, late))
-    assert _sent(t) == [], "the answer to the first request went to the third's requester"
 
 
 @given(
@@ -271,27 +251,3 @@ def test_a_parked_request_is_held_whole_until_it_is_sent_for_good(kind, retry, m
     else:
         assert sent.request.payload != "<payload/>" and sent.size == own
     assert state.bytes_held == sent.size
-
-
-@given(user=st.sampled_from(USERS))
-def test_a_keys_late_replies_at_a_second_resource_take_no_new_place(user):
-    """The memory of late replies is bounded in keys: when one key's debts grow (its retry
-    timed out at another resource), nothing is forgotten to make room, and every debt stays."""
-    state = _two_online(max_outstanding=2, request_timeout=5.0)
-    where = {}
-    now = 1.0
-    for ident in ("k0", "k1", "k0"):
-        state, resource = _serve(state, user, ident, now)
-        where.setdefault(ident, []).append(resource)
-        now += 5.0
-        t = step(state, TimePassed(now))
-        assert "dropped.late_reply_memory" not in _counts(t)
-        state = t.state
-    assert len(set(where["k0"])) == 2  # kept away from the first: both resources owe
-    for ident, resources in where.items():
-        for resource in resources:
-            late = Stanza("iq", "result", ident, f"{TARGET}/{resource}", f"{PROXY}/{user}")
-            t = step(state, StanzaReceived(now, late))
-            assert _counts(t) == ["dropped.reply_late"] and _sent(t) == []
-            state = t.state
-    assert not state.lates

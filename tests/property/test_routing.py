@@ -455,9 +455,11 @@ def test_what_python_reads_as_an_integer_but_xml_does_not_counts_as_0(text: str)
 
 
 def _bounce(state: ProxyState, requester: str, ident: str, now: float) -> ProxyState:
-    """ "bad" answers request ``ident`` with service-unavailable (a failure) at ``now``."""
+    """ "bad" answers request ``ident`` with service-unavailable (a failure) at ``now`` (with
+    the id the request was forwarded with)."""
     error = StanzaError("cancel", "service-unavailable")
-    answer = Stanza("iq", "error", ident, f"{TARGET}/bad", f"{PROXY}/{requester}", error=error)
+    sent = state.requests[(requester, ident)].sent
+    answer = Stanza("iq", "error", sent, f"{TARGET}/bad", f"{PROXY}/{requester}", error=error)
     return step(state, StanzaReceived(now, answer)).state
 
 

@@ -81,13 +81,28 @@ def test_the_initial_state_knows_nothing_and_holds_nothing(config, seed):
     assert session.stop_at is None and not session.stopped and session.flushes == 0
     for table in (state.requests, state.per_requester, state.queue, state.rates, state.load):
         assert len(table) == 0
-    for table in (state.lates, state.calls, state.routes):
+    for table in (state.seen, state.calls, state.routes):
         assert len(table) == 0
+    # Its name in the ids it seals: 8 hex digits, a function of the seed unless given.
+    assert len(state.instance) == 8 and int(state.instance, 16) >= 0
+    assert initial_state(config, seed, instance=0xABC).instance == "00000abc"
+    assert state.epoch == 0.0
     assert state.bytes_held == 0
     # An empty queue: the next number handed out is the first, and nothing is before it.
     assert state.head == state.next_seq == 0
     assert state.turn == 0
     assert state.sweep_at == math.inf
+
+
+def test_distinct_seeds_name_distinct_instances():
+    """Processes given different seeds (and no instance) seal under different names, so that
+    none takes another's answers for its own; and the name leaves the choice's generator alone.
+    (32 bits from a 64-bit seed must collide somewhere; not among nearby seeds.)"""
+    config = ProxyConfig("proxy.example.org", "svc@example.org")
+    seeds = [*range(20_000), *(2**63 + k for k in range(1000)), 2**64 - 1]
+    names = {initial_state(config, seed).instance for seed in seeds}
+    assert len(names) == len(seeds)
+    assert all(initial_state(config, seed).rng == seed for seed in seeds[:10])
 
 
 def test_without_a_seed_every_process_starts_alike():

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from client_proxy.core._seal import original_of
 from client_proxy.shell.config import parse_settings
 from client_proxy.shell.daemon import Daemon
 
@@ -108,7 +109,7 @@ def forwarded(transport: FakeTransport, iq_id: str) -> ET.Element:
         for _, element in transport.written
         if element.get("type") == "get" and element.get("to", "").startswith(TARGET)
         if element.get("from", "").endswith(f"/{USER}")
-        if element.get("id") == iq_id
+        if original_of(element.get("id", "")) == iq_id  # sealed, carrying the user's id
     ]
     return element
 

@@ -59,7 +59,7 @@ def test_the_cores_defaults_are_its_fields_defaults() -> None:
     built = ProxyConfig("proxy.example.org", "svc@example.org")
     reference = _reference()
     for f in dataclasses.fields(ProxyConfig):
-        if f.default is dataclasses.MISSING:
+        if f.default is dataclasses.MISSING or f.name in config.DERIVED:
             continue
         key = f.name
         assert key in reference, f"ProxyConfig.{key} is not in the README's config reference"
