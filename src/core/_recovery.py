@@ -23,7 +23,9 @@ __all__ = ["deliver", "sealed_deadline"]
 
 def sealed_deadline(w: Step, deadline: float) -> int:
     """Monotonic ``deadline`` as the wall-clock milliseconds a sealed id carries."""
-    return wall_ms(deadline + w.epoch)
+    ms = (deadline + w.epoch) * 1000.0
+    # wall_ms's clamping, for the clocks (infinite, NaN, before 1970) that need it.
+    return int(ms) if 0.0 < ms < 9.2e18 else wall_ms(deadline + w.epoch)
 
 
 def deliver(w: Step, s: Stanza, opened: Sealed, from_: str, to: str, *, measured: int) -> None:

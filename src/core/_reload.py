@@ -14,6 +14,10 @@ until the outstanding ones drain below them. A new
 ``proxy_domain`` is the transport's to reconnect under; answers keep the address each requester
 wrote to. The target cannot change while the proxy runs (what is outstanding was sent to it):
 such a config is refused, logged, and the old one stays.
+A new ``seal_key`` applies at once: an answer to a request outstanding here is matched by the
+whole id it was forwarded with, which needs no key, so only answers to other instances'
+forwards (and the counting of late ones) use it. (The daemon keeps the key it started with:
+every instance of a component must seal with the same.)
 """
 
 from __future__ import annotations

@@ -33,10 +33,10 @@ and the fields that can contain it come last (``original``) or with their length
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 import hmac
 import math
+from binascii import b2a_base64
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -112,8 +112,13 @@ def mac(key: bytes, message: bytes) -> bytes:
 
 
 def _mac(key: bytes, direction: str, head: str, answerer: str) -> str:
-    digest = mac(key, f"{direction}\0{head}\0{answerer}".encode("utf-8", "surrogatepass"))
-    return binascii.b2a_base64(digest[:_MAC_BYTES], newline=False).decode("ascii")
+    # mac(), spelled out: this runs for every forward.
+    inner, outer = _pads(key)
+    i = inner.copy()
+    i.update(f"{direction}\0{head}\0{answerer}".encode("utf-8", "surrogatepass"))
+    o = outer.copy()
+    o.update(i.digest())
+    return b2a_base64(o.digest()[:_MAC_BYTES], newline=False).decode("ascii")
 
 
 def seal(key: bytes, direction: str, fields: Sealed, answerer: str) -> str:
