@@ -93,7 +93,8 @@ def call_answered(w: Step, s: Stanza, user: str, measured: int = 0) -> None:
             # Answered already (a timeout, its resource gone), or a second answer.
             w.count("dropped.call_late")
         else:
-            to = f"{cfg.target}/{opened.resource}"
+            # The resource that started it (the bare JID, if that is what the server stamped).
+            to = f"{cfg.target}/{opened.resource}" if opened.resource else cfg.target
             deliver(w, s, opened, f"{cfg.proxy_domain}/{user}", to, measured=measured)
         return
     r = c.request

@@ -27,23 +27,27 @@ together) [``_policy.admit``]; an address that fits in a resourcepart
 caps on what is held, over all and per account, in requests and in bytes
 [``_policy.within_caps``]. An online resource is picked among those eligible
 [``_routing.candidates``, ``_routing.choose``], the request takes the next place in the deadline
-queue [``_queue.enqueue``], ``request_timeout`` seconds away, and the same stanza, same id and
+queue [``_queue.enqueue``], ``request_timeout`` seconds away, and the same stanza, same
 payload, goes to ``svc@example.org/a`` from ``proxy.example.org/user@example.org/abc``
-[``_requests.forward``], marked as of no use after its deadline (``SendStanza.until``: a
+[``_requests.forward``], with an id of the proxy's own that carries, sealed, ``1234`` and what
+its answer needs [``_seal``], marked as of no use after its deadline (``SendStanza.until``: a
 transport whose server reads slowly may hold it back behind the answers it owes). It is now
 *outstanding*.
 
-**Its reply** [``_requests.reply``]. The resource answers ``<iq type='result' id='1234'
-to='proxy.example.org/user@example.org/abc' from='svc@example.org/a'>``. The proxy finds the
-outstanding request by (requester, id), checks that the reply comes from the very resource that
-has it, and sends the reply to ``user@example.org/abc`` from exactly the address the user wrote
-to, ``proxy.example.org`` [``_requests.answer``, ``_link.send``]. The request is answered and
-forgotten [``_queue.dequeue``]; a second reply finds nothing and is dropped and counted.
+**Its reply** [``_requests.reply``]. The resource answers with the id it got, to
+``proxy.example.org/user@example.org/abc``. The proxy finds the outstanding request by the
+requester and the id sealed inside, checks that the reply carries exactly the id the request was
+last forwarded with and comes from the very resource that has it, and sends the reply to
+``user@example.org/abc`` from exactly the address the user wrote to, ``proxy.example.org``, with
+id ``1234`` [``_requests.answer``, ``_link.send``]. The request is answered and forgotten
+[``_queue.dequeue``]; a second reply, or a late one, carries an id no longer outstanding and is
+dropped and counted. A reply whose id another instance sealed (before a restart, or before a
+standby took over) is delivered once if it verifies and is in time [``_recovery``].
 
 What else can happen to it, each ending in exactly one answer:
 
 - the deadline passes first: the user gets `remote-server-timeout` (wait), and a late reply is
-  dropped [``_deadlines.expire``, ``_requests.time_out``];
+  dropped (its id is no longer outstanding) [``_deadlines.expire``, ``_requests.time_out``];
 - its resource goes unavailable: a `get` (by default; see :class:`ProxyConfig`) is sent again to
   another online resource, keeping its deadline; otherwise the user gets
   `recipient-unavailable` (wait) [``_requests.reroute``]. The server's bounce from the departed
@@ -68,13 +72,13 @@ they are used all the same).
 
 **The other direction** [``_calls``, ``_messages``]. A target resource may start an IQ towards a
 user by addressing ``proxy.example.org/<user's full JID>``: the user gets it from
-``proxy.example.org`` with an id the proxy makes up (so two resources using the same id cannot
-be confused), and its answer goes back to that resource, from the translated address, with the
-resource's own id: a *call*, with the same deadline rules [``_calls.call``,
-``_calls.call_answered``]. Messages travel both ways the same way (a user's messages go to the
-same resource while it is online: rendezvous hashing on the user's bare JID), and an error the
-user's side bounces for a message from the target is routed back to the resource that sent it
-[``_messages``].
+``proxy.example.org`` with a sealed id of the proxy's own (so two resources using the same id
+cannot be confused, and another instance can deliver the answer), and its answer goes back to
+that resource, from the translated address, with the resource's own id: a *call*, with the same
+deadline rules [``_calls.call``, ``_calls.call_answered``]. Messages travel both ways the same
+way (a user's messages go to the same resource while it is online: rendezvous hashing on the
+user's bare JID), and an error the user's side bounces for a message from the target is routed
+back to the resource that sent it [``_messages``].
 
 **No resource** [``_requests.accept``, ``_presence``]. A request that finds no resource online
 gets `service-unavailable` (cancel), as with mod_client_proxy; except in the first

@@ -862,7 +862,9 @@ class Model:
                 self.count("dropped.call_late")  # answered already, or its resource gone
             elif foreign is not None and foreign[0] == s.from_:
                 fields = foreign[1]
-                self.recovered(s, fields, f"{PROXY}/{s.from_}", f"{TARGET}/{fields.resource}")
+                # Back to the resource that started it; the bare JID, if the server stamped that.
+                to = f"{TARGET}/{fields.resource}" if fields.resource else TARGET
+                self.recovered(s, fields, f"{PROXY}/{s.from_}", to)
             else:
                 self.count("dropped.unsolicited_reply")  # nobody asked
             return
@@ -1603,7 +1605,7 @@ class ProxyMachine(RuleBasedStateMachine):
     @precondition(up)
     @rule(
         user=st.sampled_from(REQUESTERS[:3]),
-        resource=st.sampled_from(RESOURCES),
+        resource=st.sampled_from([*RESOURCES, ""]),
         id_=st.sampled_from(IDS),
         left=st.sampled_from([-1.0, 0.5, 5.0]),
         flaw=st.sampled_from([None, None, "key", "user"]),
@@ -1621,7 +1623,8 @@ class ProxyMachine(RuleBasedStateMachine):
         ident = seal(key, CALL, fields, REQUESTERS[3] if flaw == "user" else user)
         if flaw is None:
             self.model.foreign_calls[ident] = (user, fields)
-            self.model.foreign_owed.add((f"{TARGET}/{resource}", id_, f"{PROXY}/{user}"))
+            back = f"{TARGET}/{resource}" if resource else TARGET
+            self.model.foreign_owed.add((back, id_, f"{PROXY}/{user}"))
         answer = Stanza("iq", "result", ident, user, PROXY, "<answer/>")
         self.apply(StanzaReceived(self.model.now, answer))
         if again:
