@@ -42,8 +42,11 @@ def target_presence(w: Step, s: Stanza, sender: str) -> None:
         if w.session.subscription in _ASKED:
             # A resource's presence reaches the proxy's domain only once the subscription is in
             # place: an approval made on the server (ejabberd's add_rosteritem while the proxy
-            # runs) brings the presence and no `subscribed`. No probe: the presence is coming.
-            w.session = w.session._replace(subscription=Subscription.APPROVED)
+            # runs) brings every resource's presence and no `subscribed`. No probe yet: if this
+            # presence came otherwise (a resource announcing itself again), a probe while the
+            # subscription is still pending would make Prosody drop it; the `subscribed` that
+            # then follows brings the probe.
+            w.session = w.session._replace(subscription=Subscription.ANNOUNCED)
             w.log(
                 "info",
                 "subscription.approved",
@@ -64,12 +67,17 @@ def target_presence(w: Step, s: Stanza, sender: str) -> None:
         )
         _end_sync(w)
     elif kind == "subscribed":
-        if w.session.subscription is Subscription.APPROVED:
+        before = w.session.subscription
+        if before is Subscription.APPROVED:
             w.count("ignored.subscribed_again")
             return
         w.session = w.session._replace(subscription=Subscription.APPROVED)
-        # Only now: a probe while the subscription is pending makes Prosody drop it.
+        # Only now: a probe while the subscription is pending makes Prosody drop it. (After
+        # ANNOUNCED too: only the probe brings the resources that have said nothing since;
+        # found by the whole-system properties on ejabberd's rules.)
         send(w, Stanza("presence", type="probe", from_=cfg.proxy_domain, to=cfg.target))
+        if before is Subscription.ANNOUNCED:
+            return  # the approval was logged with the presence
         w.log(
             "info",
             "subscription.approved",

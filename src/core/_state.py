@@ -89,6 +89,15 @@ class Subscription(enum.Enum):
     #: still no `subscribed` ``sync_grace`` seconds after asking: the operator has been told
     UNANSWERED = "unanswered"
     APPROVED = "approved"  #: `subscribed` seen; the `probe` has been sent
+    #: a resource's presence came while the subscription was asked for (an approval made on the
+    #: server brings that and no `subscribed`): in place, but not probed yet, so the presence of
+    #: resources that sent none since may be missing; a `subscribed` that follows brings the probe
+    ANNOUNCED = "announced"
+
+    @property
+    def in_place(self) -> bool:
+        """The target has approved the subscription (by `subscribed`, or by its presence)."""
+        return self is Subscription.APPROVED or self is Subscription.ANNOUNCED
 
 
 class TargetResource(NamedTuple):

@@ -14,7 +14,7 @@ serving, while the operator sees that this is by design rather than a broken lin
 
 from __future__ import annotations
 
-from client_proxy.core import Link, ProxyState, Subscription
+from client_proxy.core import Link, ProxyState
 
 __all__ = ["REASONS", "health", "status_line"]
 
@@ -32,7 +32,7 @@ def health(state: ProxyState, standby: bool = False) -> str | None:
         return "standby"
     if session.link is not Link.UP:
         return "link down"
-    if session.subscription is not Subscription.APPROVED:
+    if not session.subscription.in_place:
         return "subscription pending"
     if not any(r.eligible for r in session.resources):
         return "no eligible resource"

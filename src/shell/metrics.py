@@ -26,7 +26,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from itertools import accumulate
 
-from client_proxy.core import Link, ProxyState, RequestEnded, Subscription
+from client_proxy.core import Link, ProxyState, RequestEnded
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -110,7 +110,7 @@ class _StateGauges(Collector):
         yield _gauge(
             "client_proxy_subscription_approved",
             "1 once the target approved the proxy's presence subscription on this connection.",
-            1 if session.subscription is Subscription.APPROVED else 0,
+            1 if session.subscription.in_place else 0,
         )
         yield _gauge(
             "client_proxy_standby",

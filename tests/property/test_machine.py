@@ -299,7 +299,8 @@ class Model:
         self.prev_now = -math.inf
         self.link_up = False
         #: The subscription as this connection has seen it (``Subscription``): "none",
-        #: "requested" (subscribe sent), "unanswered" (the grace ended first), "approved".
+        #: "requested" (subscribe sent), "unanswered" (the grace ended first), "approved",
+        #: "announced" (a resource's presence came first: in place, not probed).
         self.subscription = "none"
         self.synced = False
         self.sync_until = -math.inf
@@ -340,7 +341,7 @@ class Model:
 
     @property
     def approved(self) -> bool:
-        return self.subscription == "approved"
+        return self.subscription in ("approved", "announced")
 
     def count(self, name: str) -> None:
         self.counts.append(name)
@@ -970,10 +971,10 @@ class Model:
             )
             self.synced = True
             # Presence comes only with the subscription in place (an approval made on the
-            # server brings no `subscribed`): once asked for, it is approved, and no probe is
-            # owed for it any more.
+            # server brings no `subscribed`): once asked for, it is in place ("announced"), not
+            # probed yet: a `subscribed` that follows brings the probe.
             if self.subscription in ("requested", "unanswered"):
-                self.subscription = "approved"
+                self.subscription = "announced"
                 self.log("info", "subscription.approved")
             candidates = self.candidates()
             if self.parked and candidates:
@@ -997,12 +998,14 @@ class Model:
             self.log("warning", "target.presence_error")
             self.all_left()
         elif s.type == "subscribed":
-            if self.approved:
+            if self.subscription == "approved":
                 self.count("ignored.subscribed_again")
             else:
+                announced = self.subscription == "announced"
                 self.subscription = "approved"
                 self.expected.append(("presence", "probe", None, PROXY, TARGET, (), None, None, ()))
-                self.log("info", "subscription.approved")
+                if not announced:
+                    self.log("info", "subscription.approved")
         elif s.type in ("unsubscribed", "unsubscribe"):
             self.subscription = "none"
             self.log("error", "subscription.revoked")

@@ -37,6 +37,7 @@ from client_proxy.sim import (
     Element,
     Forge,
     Online,
+    RepeatPresence,
     Request,
     Resource,
     Schedule,
@@ -176,6 +177,33 @@ def test_nobody_receives_a_stanza_nobody_owed_them(
     server: ServerProfile, schedule: Schedule
 ) -> None:
     check_outcome(run(schedule.on(server)), ("nothing_unowed",))
+
+
+# Found by the long profile on ejabberd's rules: the proxy reconnects, a resource announces itself
+# again before the target's `subscribed` arrives, and the proxy took that presence for the
+# approval and never probed, so it never heard of the resource that had said nothing since.
+PRESENCE_BEFORE_SUBSCRIBED = Schedule(
+    users=(User(ALICE, latency=0.001),),
+    resources=(
+        Resource("a", answer_after=0.0, latency=0.001),
+        Resource("b", answer_after=0.0, latency=0.001),
+    ),
+    steps=(Online(0.0, "a"), Online(0.0, "b"), ComponentDown(0.0), RepeatPresence(0.1, "a")),
+    settings=Settings(
+        request_timeout=1.0,
+        sync_grace=0.0,
+        retry_get=False,
+        detect_delay=0.2,
+        approve_delay=0.0,
+        subscribed=False,
+        component_latency=0.001,
+    ),
+)
+
+
+@on_each_server
+def test_presence_before_subscribed_still_brings_the_probe(server: ServerProfile) -> None:
+    check_outcome(run(PRESENCE_BEFORE_SUBSCRIBED.on(server)), ("view_mismatch",))
 
 
 @on_each_server
