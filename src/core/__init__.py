@@ -16,7 +16,7 @@ Drive it with :func:`step`::
     >>> fwd.from_, fwd.to, fwd.payload
     ('proxy.example.org/user@example.org/abc', 'svc@example.org/a', '<query/>')
     >>> fwd.id  # the proxy's own: sealed, it carries the requester's id (see _seal)
-    '9e3779b9.0.7918.1.0.a1234.ux/+eSj1/Rj5Axc/'
+    '4.12349e3779b9.0.7918.1.a.e1ZREXfyiuu6N/L5'
     >>> t = step(t.state, StanzaReceived(1.2, Stanza("iq", "result", fwd.id,
     ...     "svc@example.org/a", "proxy.example.org/user@example.org/abc")))
     >>> back = t.outputs[0].stanza

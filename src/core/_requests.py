@@ -26,7 +26,7 @@ from ._policy import admit, within_caps
 from ._queue import dequeue, enqueue
 from ._recovery import deliver, sealed_deadline
 from ._routing import candidates, choose, track_failures
-from ._seal import REQUEST, Sealed, open_id, original_of, seal
+from ._seal import REQUEST, open_id, original_of, seal
 from ._stanzas import Stanza, StanzaError, footprint
 from ._state import Link, Outstanding, RequestKey, Step, TargetResource, build
 
@@ -126,7 +126,7 @@ def forward(w: Step, r: Stanza, resource: str, deadline: float, number: int) -> 
         "" if to == cfg.proxy_domain else to,
         r.id or "",
     )
-    ident = seal(cfg.seal_key, REQUEST, build(Sealed, fields), requester)
+    ident = seal(cfg.seal_key, REQUEST, fields, requester)
     forwarded = (
         "iq",
         r.type,

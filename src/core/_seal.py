@@ -4,8 +4,10 @@ authenticated, everything needed to deliver the answer to it.
 A request forwarded to the target, and an IQ the target starts towards a user (a *call*), go out
 with an id of the proxy's own instead of the one their sender chose. It reads::
 
-    <instance>.<number>.<deadline>.<len(resource)>.<len(wrote_to)>.<resource><wrote_to><original>.<mac>
+    <len(original)>.<original><instance>.<number>.<deadline>.<len(resource)>.<resource><wrote_to>.<mac>
 
+- ``original``: the id the sender chose, given back with the answer; first, after its length
+  (hex), so that the answer's request is found with one slice;
 - ``instance``: 8 hex digits chosen when the process starts (:attr:`ProxyState.instance`), and
   ``number``, a count that process never repeats (hex): together, an id unique per forward, so a
   late answer can never be taken for the answer to a newer request with the same original id;
@@ -15,7 +17,6 @@ with an id of the proxy's own instead of the one their sender chose. It reads::
   a request must come from it, the answer to a call goes back to it;
 - ``wrote_to``: the address the requester wrote to, empty when it is the proxy's domain itself
   (nearly always): the answer comes from exactly that address;
-- ``original``: the id the sender chose, given back with the answer;
 - ``mac``: HMAC-SHA256 (RFC 2104) under :attr:`ProxyConfig.seal_key`, cut to 96 bits (RFC 2104
   §5 allows truncation to no less than half the output and 80 bits) and written in base64 (16
   characters), over the direction, everything before it, and the address the answer must come
@@ -24,11 +25,12 @@ with an id of the proxy's own instead of the one their sender chose. It reads::
 
 Any instance holding the key can check an answer and deliver it, whether or not it sent the
 request: this is what lets a restarted process, or a standby, answer what a dead one forwarded.
-The cost is about 50 bytes plus the resource's name on each forward and each answer (see
-:func:`sealed_size`).
+The cost is 44 to 50 bytes plus the resource's name on each forward and each answer (see
+:func:`sealed_size`; the number's hex digits make the difference).
 
 The text of an id travels in an XML attribute, so any character would do; only ``.`` separates,
-and the fields that can contain it come last (``original``) or with their lengths.
+and the fields that can contain it come with their lengths (``original``, ``resource``) or
+last (``wrote_to``, before the MAC, which has no ``.``).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ CALL = "c"
 #: must still make an id (the core is total).
 _MAX_MS = (1 << 63) - 1
 
+#: ``instance``'s width (:attr:`ProxyState.instance`: 32 bits in hex).
+_INSTANCE_CHARS = 8
 _MAC_BYTES = 12
 _MAC_CHARS = 16  # base64 of 12 bytes, no padding
 
@@ -121,14 +125,17 @@ def _mac(key: bytes, direction: str, head: str, answerer: str) -> str:
     return b2a_base64(o.digest()[:_MAC_BYTES], newline=False).decode("ascii")
 
 
-def seal(key: bytes, direction: str, fields: Sealed, answerer: str) -> str:
-    """The id that carries ``fields``, sealed under ``key`` for ``direction`` (:data:`REQUEST` or
+def seal(
+    key: bytes, direction: str, fields: tuple[str, int, int, str, str, str], answerer: str
+) -> str:
+    """The id that carries ``fields`` (a :class:`Sealed`, or the same as a plain tuple), sealed
+    under ``key`` for ``direction`` (:data:`REQUEST` or
     :data:`CALL`) and for answers from ``answerer`` (the requester's full JID for a request, the
     user's for a call)."""
     instance, number, deadline, resource, wrote_to, original = fields
     head = (
-        f"{instance}.{number:x}.{deadline:x}.{len(resource):x}.{len(wrote_to):x}."
-        f"{resource}{wrote_to}{original}"
+        f"{len(original):x}.{original}{instance}.{number:x}.{deadline:x}.{len(resource):x}."
+        f"{resource}{wrote_to}"
     )
     return f"{head}.{_mac(key, direction, head, answerer)}"
 
@@ -144,33 +151,39 @@ def open_id(key: bytes, direction: str, ident: str, answerer: str) -> Sealed | N
         return None
     # An id this code sealed has the fields as seal() wrote them; the checks are for a key
     # someone else knows (an embedder that set none), with which anything can be sealed.
-    parts = head.split(".", 5)
-    if len(parts) != 6:
+    original = original_of(head)
+    if original is None:
         return None
-    instance, number, deadline, resource_len, wrote_len, rest = parts
+    rest = head[head.find(".") + 1 + len(original) :]
+    parts = rest[_INSTANCE_CHARS + 1 :].split(".", 3)
+    if len(parts) != 4 or rest[_INSTANCE_CHARS : _INSTANCE_CHARS + 1] != ".":
+        return None
+    number, deadline, resource_len, tail = parts
     try:
         split = int(resource_len, 16)
-        end = split + int(wrote_len, 16)
         fields = Sealed(
-            instance, int(number, 16), int(deadline, 16), rest[:split], rest[split:end], rest[end:]
+            rest[:_INSTANCE_CHARS],
+            int(number, 16),
+            int(deadline, 16),
+            tail[:split],
+            tail[split:],
+            original,
         )
     except ValueError:
         return None
-    return fields if 0 <= split <= end <= len(rest) else None
+    return fields if 0 <= split <= len(tail) else None
 
 
 def original_of(ident: str) -> str | None:
-    """The original id in ``ident`` if it has a sealed id's shape, unchecked (None if not): enough
-    to find the request it may answer, whose own sealed id it must then equal exactly."""
-    head = ident[: ident.rfind(".")]
-    parts = head.split(".", 5)
-    if len(parts) != 6:
-        return None
+    """The original id in ``ident`` if it starts as a sealed id does, unchecked (None if not):
+    enough to find the request it may answer, whose own sealed id it must then equal exactly."""
+    dot = ident.find(".")
     try:
-        start = int(parts[3], 16) + int(parts[4], 16)
+        size = int(ident[:dot], 16) if dot > 0 else -1
     except ValueError:
         return None
-    return parts[5][start:] if start >= 0 else None
+    end = dot + 1 + size
+    return ident[dot + 1 : end] if size >= 0 and end <= len(ident) else None
 
 
 def sealed_size(fields: Sealed) -> int:

@@ -183,8 +183,8 @@ def _instance_answer(config: ProxyConfig, left: float, now: float, flaw: str | N
     key = config.seal_key + (b"!" if flaw == "key" else b"")
     ident = seal(key, REQUEST, sealed, "alice@example.org/x")
     if flaw == "tampered":
-        ident = ident.replace("aorig.", "aorih.")
-        assert ident.count("aorih.") == 1
+        ident = ident.replace("4.orig", "4.orih")
+        assert ident.startswith("4.orih")
     sender = f"{TARGET}/{'b' if flaw == 'resource' else 'a'}"
     return Stanza("iq", "result", ident, sender, f"{PROXY}/alice@example.org/x", "<r/>")
 

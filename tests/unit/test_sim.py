@@ -577,9 +577,9 @@ def test_python_m_client_proxy_sim_prints_the_four_stanzas(args: tuple[str, ...]
     assert out.splitlines() == [
         "user -> proxy   : <iq type='get' id='1234' to='proxy.example.org' "
         "from='user@example.org/abc'>",
-        "proxy -> target : <iq type='get' id='00000000.0.177f.1.0.a1234.mGv5d2kjXy8dApaK' "
+        "proxy -> target : <iq type='get' id='4.123400000000.0.177f.1.a.T3tXcejpXPoTCXrS' "
         "to='svc@example.org/a' from='proxy.example.org/user@example.org/abc'>",
-        "target -> proxy : <iq type='result' id='00000000.0.177f.1.0.a1234.mGv5d2kjXy8dApaK' "
+        "target -> proxy : <iq type='result' id='4.123400000000.0.177f.1.a.T3tXcejpXPoTCXrS' "
         "to='proxy.example.org/user@example.org/abc' from='svc@example.org/a'>",
         "proxy -> user   : <iq type='result' id='1234' to='user@example.org/abc' "
         "from='proxy.example.org'>",
