@@ -509,6 +509,8 @@ class Fates:
     #: Never answered: the target's reply went to an instance within IN_FLIGHT of its kill (in
     #: flight to it, or read and not yet delivered).
     dying: int = 0
+    #: The longest of them between the reply and the kill.
+    dying_lead: float = 0.0
     #: Never answered: the target's reply came while no instance held the component, and
     #: Prosody dropped it.
     gap: int = 0
@@ -561,8 +563,9 @@ def fates(soak: Soak, requester: Requester, args: argparse.Namespace) -> Fates:
             found.orphaned += 1
         elif any(k.at <= answered < k.at + k.takeover for k in kills):
             found.gap += 1
-        elif any(k.at - IN_FLIGHT <= answered < k.at for k in kills):
+        elif dying := [k.at - answered for k in kills if 0 < k.at - answered <= IN_FLIGHT]:
             found.dying += 1
+            found.dying_lead = max(found.dying_lead, *dying)
         elif answered >= sent.at + timeout - 0.5:
             found.expired += 1
         else:
@@ -650,7 +653,8 @@ def report(soak: Soak, requester: Requester, unanswered: int, args: argparse.Nam
             (
                 found.dying,
                 f"the target's reply went to an instance within {IN_FLIGHT:g} s of its kill "
-                "(in flight to it, or read and not yet delivered)",
+                "(in flight to it, or read and not yet delivered)"
+                + (f": at most {found.dying_lead:.3f} s before it" if found.dying else ""),
             ),
             (
                 found.gap,
