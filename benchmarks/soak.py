@@ -18,14 +18,27 @@ With ``--kill`` a second instance runs from the start as a standby (Prosody refu
 `conflict` while the first holds the component), and instead of the restart the active
 instance is killed with SIGKILL ``--kills`` times, evenly spread; each time the standby takes
 over and the killed one is started again, as systemd's Restart= would, to stand by in turn.
-A SIGKILL loses what the dead instance held, so the report counts every request by cause:
-answered (by the proxy), bounced by Prosody in the gap between the death and the takeover
-(`remote-server-timeout` with `<not-connected/>`), forwarded by the killed instance with the
-target's reply then undeliverable (no instance knows where it goes until forwarded ids are
-sealed: a known loss, counted on its own), and never answered at all (lost with the killed
-instance before it forwarded them: in its connection, or read and not yet sent). It fails
-on a duplicate, a stray or a reply from the wrong address, and on a request lost when no kill
-explains it (sent more than a second after a takeover, or long before a kill).
+Forwarded ids are sealed, so the instance that takes over delivers the target's replies to what
+the killed one forwarded (`answered.recovered`). The report counts every request by what became
+of it:
+
+- answered, and among them answered by recovery: the target sent its reply after the instance
+  that forwarded the request had been killed (the sealed id names that instance; the soak
+  checks the count against the instances' own `answered.recovered`, which each logs in a status
+  line, SIGUSR1, just before it is killed or stopped);
+- bounced by Prosody in the gap between the death and the takeover (`remote-server-timeout`
+  with `<not-connected/>`);
+- never answered, by cause: lost inside the killed instance before it forwarded them (in its
+  connection, or read and not yet sent); the target's reply sent to an instance in its last
+  second (in flight to it, or read and not yet delivered); the target's reply sent in the gap,
+  which Prosody drops; no reply from the target at all, with the instance that owed the timeout
+  answer killed; the target's reply after the request's deadline.
+
+It fails on a duplicate, a stray or a reply from the wrong address; on a reply that reached a
+live instance before its deadline and was not delivered; on any other request never answered
+(its instance lived past its deadline, or no kill explains it: sent more than a second after a
+takeover, or long before a kill); and when the replies delivered by recovery and the instances'
+count of them differ.
 
     python -m benchmarks.soak --duration 300      # or SOAK_SECONDS=300
     python -m benchmarks.soak --duration 120 --kill
@@ -65,6 +78,13 @@ REQUEST = "<query xmlns='urn:example:soak' n='{}'/>"
 #: The proxy's log line for answers it could not send, even on a fresh connection, because
 #: their requests reached it after it had sent its end of stream.
 _LOST = re.compile(r"stop\.lost: \d+ answer\(s\) [^:]*: (.*)$")
+#: The start of the proxy's status line (SIGUSR1), and the counter it carries of the replies it
+#: delivered to requests another instance forwarded.
+_STATUS = "status: link="
+_RECOVERED = re.compile(r"\banswered\.recovered=(\d+)")
+#: A reply the target sends this long before a kill may still be in flight to the instance, or
+#: read and not yet delivered: lost with it.
+IN_FLIGHT = 1.0
 
 
 @dataclass
@@ -72,6 +92,17 @@ class Sent:
     at: float
     to: str
     type: str
+
+
+@dataclass
+class Forward:
+    """One request as it reached a target resource."""
+
+    #: The instance that forwarded it: the first field of its sealed id, a random tag per process.
+    instance: str
+    reached: float
+    #: When the resource sent its answer; None: it never did (it stalled, or left first).
+    answered: float | None = None
 
 
 @dataclass
@@ -98,7 +129,8 @@ class Requester:
         self.deadline = deadline  # request_timeout + margin
         self.rng = rng
         self.pending: dict[str, Sent] = {}
-        self.answered: set[str] = set()
+        #: When the (first) answer to each request came, late ones included.
+        self.answered: dict[str, float] = {}
         #: (sent, answered) of every request answered with a result, in the order answered.
         self.results: list[tuple[float, float]] = []
         #: Requests answered after the deadline (counted as never answered).
@@ -143,8 +175,8 @@ class Requester:
             else:
                 tally.strays += 1
             return
-        self.answered.add(iq_id)
         now = time.monotonic()
+        self.answered[iq_id] = now
         waited = now - sent.at
         tally.latencies.append(waited)
         if waited > self.deadline:
@@ -163,14 +195,17 @@ class Requester:
 
 class Resource:
     """One of the target's resources: answers IQs (mostly at once, some after a while), and notes
-    in ``reached`` (shared by all) the name of every request that reached it."""
+    in ``forwards`` (shared by all), under the name of every request that reached it, which
+    instance forwarded it and when it came and was answered."""
 
-    def __init__(self, client: Client, rng: random.Random, reached: set[str]) -> None:
+    def __init__(
+        self, client: Client, rng: random.Random, forwards: dict[str, list[Forward]]
+    ) -> None:
         self.client = client
         self.rng = rng
         self.stalled = False
         self.held: set[str] = set()
-        self.reached = reached
+        self.forwards = forwards
         client.on_top = self.on_top
 
     @property
@@ -187,21 +222,23 @@ class Resource:
             return
         key = attrs.get("id", "")
         self.held.add(key)
+        forward = Forward(key.split(".", 1)[0], time.monotonic())
         if top.child_attrs is not None and "n" in top.child_attrs:
-            self.reached.add(top.child_attrs["n"])
+            self.forwards.setdefault(top.child_attrs["n"], []).append(forward)
         if self.stalled:
             return
         roll = self.rng.random()
         if roll < 0.7:
-            self.answer(attrs)
+            self.answer(attrs, forward)
         else:
             delay = self.rng.uniform(0, 0.05) if roll < 0.95 else self.rng.uniform(0.2, 1.0)
-            asyncio.get_running_loop().call_later(delay, self.answer, attrs)
+            asyncio.get_running_loop().call_later(delay, self.answer, attrs, forward)
 
-    def answer(self, attrs: dict[str, str]) -> None:
+    def answer(self, attrs: dict[str, str], forward: Forward) -> None:
         if self.stalled or not self.client.connected:
             return
         self.held.discard(attrs.get("id", ""))
+        forward.answered = time.monotonic()
         head = f"<iq id='{esc(attrs.get('id', ''))}' to='{esc(attrs.get('from', ''))}'"
         if self.rng.random() < 0.02:  # the service itself refuses a few
             self.client.send(
@@ -248,8 +285,8 @@ class Soak:
         #: With --kill: the instance standing by, and every kill.
         self.standby: ProxyProcess | None = None
         self.kills: list[Kill] = []
-        #: The names of the requests that reached a target resource.
-        self.reached: set[str] = set()
+        #: Every time a request reached a target resource, by the request's name (its id).
+        self.forwards: dict[str, list[Forward]] = {}
         #: Unanswered requests the stopping proxy logged as arriving after its end of stream.
         self.after_end = 0
         #: Fresh connections the stopping proxy made to answer those.
@@ -269,7 +306,7 @@ class Soak:
             self.churn.failed_joins += 1
             self.log(f"join {jid} failed: {exc}")
             return
-        resource = Resource(client, random.Random(self.rng.random()), self.reached)
+        resource = Resource(client, random.Random(self.rng.random()), self.forwards)
         client.send("<presence/>")
         self.resources.append(resource)
         self.churn.joins += 1
@@ -307,6 +344,39 @@ class Soak:
         self.proxies.append(proxy)
         return proxy
 
+    async def status(self, proxy: ProxyProcess) -> None:
+        """Have ``proxy`` log its status line (SIGUSR1), with its counters, and wait for it."""
+        if proxy.process.poll() is not None:
+            return
+        seen = proxy.count(_STATUS)
+        os.kill(proxy.pid, signal.SIGUSR1)
+        await asyncio.to_thread(proxy.wait_for, _STATUS, seen + 1, 10.0)
+
+    def recovered(self) -> int:
+        """The replies delivered to requests another instance had forwarded, as the instances
+        counted them (each one's last line with its counters)."""
+        total = 0
+        for proxy in self.proxies:
+            counted = [line for line in proxy.lines if "counters:" in line]
+            if counted and (m := _RECOVERED.search(counted[-1])):
+                total += int(m[1])
+        return total
+
+    def deaths(self) -> dict[str, Kill | None]:
+        """The kill that ended each instance (by the tag it seals ids with), None for one alive
+        at the end. One instance is active at a time, and it forwards from its takeover to its
+        death, so an instance whose first forward reached a resource after n kills was ended
+        by kill n+1."""
+        first: dict[str, float] = {}
+        for forwards in self.forwards.values():
+            for f in forwards:
+                first[f.instance] = min(f.reached, first.get(f.instance, f.reached))
+        ends: dict[str, Kill | None] = {}
+        for tag, at in first.items():
+            n = sum(1 for k in self.kills if k.at < at)
+            ends[tag] = self.kills[n] if n < len(self.kills) else None
+        return ends
+
     def sample_rss(self, label: str) -> None:
         if self.proxy is not None and self.proxy.process.poll() is None:
             self.rss.append((label, rss_kib(self.proxy.pid)))
@@ -315,6 +385,7 @@ class Soak:
         await asyncio.sleep(max(0.0, when - time.monotonic()))
         assert self.proxy is not None
         self.sample_rss("run 1 end")
+        await self.status(self.proxy)
         self.log("restarting the proxy (SIGTERM, then start again)")
         began = time.monotonic()
         code = await asyncio.to_thread(self.proxy.stop)
@@ -336,6 +407,7 @@ class Soak:
         await asyncio.sleep(max(0.0, when - time.monotonic()))
         victim, standby = self.proxy, self.standby
         assert victim is not None and standby is not None
+        await self.status(victim)
         killed = time.monotonic()
         os.kill(victim.pid, signal.SIGKILL)
         await asyncio.to_thread(victim.process.wait)
@@ -385,6 +457,8 @@ class Soak:
         last = time.monotonic() + deadline
         while requester.pending and time.monotonic() < last and not requester.lost:
             await asyncio.sleep(0.1)
+        if self.proxy is not None:
+            await self.status(self.proxy)
         # Everything still pending was sent at least request_timeout + margin ago.
         unanswered = len(requester.pending) + requester.tally.late
         lost = {
@@ -423,32 +497,79 @@ def _mib(kib: int) -> str:
 
 
 @dataclass
-class Losses:
-    """The requests never answered, by cause (with --kill, where a SIGKILL explains some)."""
+class Fates:
+    """What became of the requests, with --kill (where a SIGKILL explains some losses)."""
 
-    #: Reached a target resource through an instance that was then killed: the reply came back
-    #: to an instance that never saw the request (or to none), which cannot deliver it.
-    forwarded: int = 0
-    #: Never reached a target resource: lost with a killed instance (still in its connection,
-    #: or read and not yet forwarded).
+    #: Answered with the target's reply, sent after the instance that forwarded the request was
+    #: killed: delivered by the instance that took over.
+    recovered: int = 0
+    #: Never answered, and never reached a target resource: lost inside a killed instance (in its
+    #: connection, or read and not yet forwarded).
     swallowed: int = 0
-    #: Neither sent shortly before a kill nor before its takeover was over: a fault.
+    #: Never answered: the target's reply went to an instance within IN_FLIGHT of its kill (in
+    #: flight to it, or read and not yet delivered).
+    dying: int = 0
+    #: The longest of them between the reply and the kill.
+    dying_lead: float = 0.0
+    #: Never answered: the target's reply came while no instance held the component, and
+    #: Prosody dropped it.
+    gap: int = 0
+    #: Never answered: the target never replied, and the instance that owed the timeout answer
+    #: was killed before the deadline.
+    orphaned: int = 0
+    #: Never answered: the target's reply came after the request's deadline (dropped, expired),
+    #: and the instance that owed the timeout answer was killed before it.
+    expired: int = 0
+    #: Never answered, though the target's reply reached a live instance before the deadline.
+    undelivered: list[str] = field(default_factory=list)
+    #: Never answered, and no kill explains it: its instance lived past its deadline, or it was
+    #: neither sent shortly before a kill nor before its takeover was over.
     unexplained: list[str] = field(default_factory=list)
 
 
-def losses(soak: Soak, requester: Requester, deadline: float) -> Losses:
-    """Sort the requests never answered by cause. A kill explains the loss of a request sent
-    from ``deadline`` before it (the dead instance may have held it that long) to a second after
-    its standby took over."""
-    found = Losses()
-    lost = [*requester.pending.items(), *requester.late]
-    for iq_id, sent in lost:
-        if iq_id in soak.reached:
-            found.forwarded += 1
-        else:
-            found.swallowed += 1
-        if not any(k.at - deadline <= sent.at <= k.at + k.takeover + 1.0 for k in soak.kills):
+def fates(soak: Soak, requester: Requester, args: argparse.Namespace) -> Fates:
+    """Sort the requests by what became of them. A request is followed to the last resource it
+    reached: the instance that forwarded it (its sealed id's tag), and when the resource answered.
+    That answer went to the instance active at that moment, which delivers it unless it was
+    killed within IN_FLIGHT, or there was none (a gap), or the deadline had passed; a request
+    that never reached a resource was lost with a killed instance if it was sent from
+    ``request_timeout + margin`` before the kill to a second after its takeover."""
+    found = Fates()
+    timeout = args.request_timeout
+    deadline = timeout + args.margin
+    kills = soak.kills
+    ends = soak.deaths()
+    for iq_id, received in requester.answered.items():
+        forwards = soak.forwards.get(iq_id)
+        if forwards and (answered := forwards[-1].answered) is not None:
+            end = ends.get(forwards[-1].instance)
+            if end is not None and end.at <= answered <= received:
+                found.recovered += 1
+    for iq_id, sent in [*requester.pending.items(), *requester.late]:
+        forwards = soak.forwards.get(iq_id)
+        if not forwards:
+            if any(k.at - deadline <= sent.at <= k.at + k.takeover + 1.0 for k in kills):
+                found.swallowed += 1
+            else:
+                found.unexplained.append(iq_id)
+            continue
+        last = forwards[-1]
+        end = ends.get(last.instance)
+        answered = last.answered
+        if end is None or end.at > sent.at + timeout + 1.0:
+            # Its instance was alive at its deadline: it owed an answer, the reply or a timeout.
             found.unexplained.append(iq_id)
+        elif answered is None:
+            found.orphaned += 1
+        elif any(k.at <= answered < k.at + k.takeover for k in kills):
+            found.gap += 1
+        elif dying := [k.at - answered for k in kills if 0 < k.at - answered <= IN_FLIGHT]:
+            found.dying += 1
+            found.dying_lead = max(found.dying_lead, *dying)
+        elif answered >= sent.at + timeout - 0.5:
+            found.expired += 1
+        else:
+            found.undelivered.append(iq_id)
     return found
 
 
@@ -492,13 +613,23 @@ def report(soak: Soak, requester: Requester, unanswered: int, args: argparse.Nam
             f"    the stopping proxy reconnected {soak.flushed} time(s) to answer requests that "
             "reached it after its end of stream (stop.flush)"
         )
+    found = fates(soak, requester, args)
+    counted = soak.recovered()
     print(f"requests sent:            {t.sent:>8,}")
     print(f"answered with a result:   {t.results:>8,}")
     print(f"answered with an error:   {errors:>8,}")
     for condition, count in t.errors.most_common():
         print(f"    {condition:<26}{count:>6,}")
+    if args.kill:
+        print(
+            f"  of them by recovery:    {found.recovered:>8,}  (the target replied after the "
+            "instance that forwarded the request was killed; the instances counted "
+            f"answered.recovered {counted:,})"
+        )
+    else:
+        print(f"  answered.recovered, as the instances counted it: {counted:,}")
     print(
-        f"bounced by Prosody:       {bounced:>8,}  (no instance held the component: "
+        f"bounced by Prosody:       {bounced:>8,}  (in the gap, no instance held the component: "
         + (", ".join(f"{c} {n:,}" for c, n in t.bounced.most_common()) or "none")
         + ")"
     )
@@ -508,20 +639,64 @@ def report(soak: Soak, requester: Requester, unanswered: int, args: argparse.Nam
             f"    {soak.after_end} of them reached the stopping proxy after it had sent its end of "
             "stream, and it could not send their answers even on a fresh connection (stop.lost)"
         )
-    found = losses(soak, requester, args.request_timeout + args.margin)
+    # One tag per instance, each ended by its own kill: otherwise the instances were not told
+    # apart, and the sorting below means nothing.
+    ended = [id(k) for k in soak.deaths().values() if k is not None]
+    told_apart = len(ended) == len(set(ended))
     if args.kill:
-        print(
-            f"    {found.forwarded:,} forwarded to the target by an instance then killed: the "
-            "reply came back to an instance that never saw the request (or to none); known "
-            "loss until forwarded ids are sealed"
-        )
-        print(
-            f"    {found.swallowed:,} never reached the target: lost with the killed instance "
-            "(still in its connection, or read and not yet forwarded)"
-        )
-        print(f"    {len(found.unexplained):,} not explained by a kill")
-        for iq_id in found.unexplained[:10]:
-            print(f"        {iq_id}")
+        for count, text in (
+            (
+                found.swallowed,
+                "never reached the target: lost inside a killed instance (in its connection, "
+                "or read and not yet forwarded)",
+            ),
+            (
+                found.dying,
+                f"the target's reply went to an instance within {IN_FLIGHT:g} s of its kill "
+                "(in flight to it, or read and not yet delivered)"
+                + (f": at most {found.dying_lead:.3f} s before it" if found.dying else ""),
+            ),
+            (
+                found.gap,
+                "the target's reply came in the gap, while no instance held the component: "
+                "Prosody drops it",
+            ),
+            (
+                found.orphaned,
+                "no reply from the target, and the instance that owed the timeout answer "
+                "was killed",
+            ),
+            (
+                found.expired,
+                "the target's reply came after the deadline, and the instance that owed the "
+                "timeout answer was killed",
+            ),
+            (
+                len(found.undelivered),
+                "the target's reply reached a live instance before the deadline, and was not "
+                "delivered (must be 0)",
+            ),
+            (
+                len(found.unexplained),
+                "not explained by a kill (must be 0)",
+            ),
+        ):
+            print(f"    {count:>6,} {text}")
+        for iq_id in [*found.undelivered, *found.unexplained][:10]:
+            sent = requester.pending.get(iq_id)
+            forwards = soak.forwards.get(iq_id, [])
+            print(
+                f"        {iq_id}: sent at "
+                + (f"{sent.at - soak.started:.2f} s" if sent else "?")
+                + "".join(
+                    f"; reached a resource at {f.reached - soak.started:.2f} s from instance "
+                    f"{f.instance}, answered "
+                    + ("never" if f.answered is None else f"at {f.answered - soak.started:.2f} s")
+                    for f in forwards
+                )
+            )
+        if not told_apart:
+            print("    the instances could not be told apart by their sealed ids")
     print(
         f"duplicates {t.duplicates}, strays {t.strays}, from another address "
         f"{t.wrong_sender}; requester stayed connected: {'no' if requester.lost else 'yes'}"
@@ -529,7 +704,15 @@ def report(soak: Soak, requester: Requester, unanswered: int, args: argparse.Nam
     print(f"latency: p50 {pct(0.5)}, p99 {pct(0.99)}, max {pct(1.0)}")
     print("proxy RSS: " + ", ".join(f"{label} {_mib(kib)}" for label, kib in soak.rss))
     accounted = t.results + errors + bounced + unanswered
-    lost_ok = not found.unexplained if args.kill else unanswered == 0
+    if args.kill:
+        lost_ok = (
+            not found.unexplained
+            and not found.undelivered
+            and told_apart
+            and found.recovered == counted
+        )
+    else:
+        lost_ok = unanswered == 0
     ok = (
         lost_ok
         and t.duplicates == 0

@@ -122,6 +122,14 @@ class ProxyEnv:
         self.daemons.append(daemon)
         return daemon
 
+    def restart_daemon(self, dead: Daemon) -> Daemon:
+        """A new `client-proxy run` with the very config file of `dead`, which has exited: what
+        systemd's Restart= does after a crash."""
+        assert dead.process.poll() is not None, "restart_daemon: the old process still runs"
+        daemon = Daemon(dead.config_path)
+        self.daemons.append(daemon)
+        return daemon
+
     async def ready_daemon(self, **overrides: Any) -> Daemon:
         """A daemon that has connected to the server (`connection.up`)."""
         daemon = self.start_daemon(**overrides)
@@ -205,7 +213,10 @@ class ProxyEnv:
             daemon.stop()
         if failed or os.environ.get("CLIENT_PROXY_TEST_LOGS"):
             for daemon in self.daemons:
-                print(f"\n=== {daemon.config_path.name} exit {daemon.process.returncode} ===")
+                print(
+                    f"\n=== {daemon.config_path.name} (pid {daemon.pid}) "
+                    f"exit {daemon.process.returncode} ==="
+                )
                 print(daemon.tail(200))
             print(self.server.log_tail(80))
         if not self.server.running:
