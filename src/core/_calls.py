@@ -92,6 +92,8 @@ def call_answered(w: Step, s: Stanza, user: str, measured: int = 0) -> None:
         elif opened.instance == w.instance:
             # Answered already (a timeout, its resource gone), or a second answer.
             w.count("dropped.call_late")
+        elif opened.instance in w.settled:
+            w.count("dropped.call_after_stop")  # answered by its process before it stopped
         else:
             # The resource that started it (the bare JID, if that is what the server stamped).
             to = f"{cfg.target}/{opened.resource}" if opened.resource else cfg.target

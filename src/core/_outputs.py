@@ -127,7 +127,10 @@ OUTCOMES = frozenset(
 class Stopped(NamedTuple):
     """Every request has been answered after :class:`StopRequested`: the transport ends the
     stream (and tells the core with :class:`~client_proxy.core.EndOfStreamSent`), then exits once
-    the stream is gone, unless the core asks for a :class:`Reconnect`."""
+    the stream is gone, unless the core asks for a :class:`Reconnect`. From here on, a reply to
+    anything this instance forwarded is owed to nobody: a transport that can tell the next
+    process so passes this instance's name in its ``initial_state(settled=...)``, until the
+    last deadline has passed (``request_timeout`` from now)."""
 
 
 class Reconnect(NamedTuple):

@@ -6,7 +6,9 @@ the address it wrote to, with its original id (a request), or back to the target
 started it (a call). One is delivered when its id verifies, it comes from whom the id names, and
 its deadline has not passed. Nothing else is known of it, so it is delivered as it comes (no
 retry elsewhere), once: its id is remembered until its deadline (``ProxyState.seen``), and a
-second copy is dropped.
+second copy is dropped. An answer to what an instance forwarded that then stopped cleanly
+(``ProxyState.settled``: it answered everything before it ended, the drain's errors included)
+is owed to nobody; the callers drop it before it gets here.
 """
 
 from __future__ import annotations

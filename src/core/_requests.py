@@ -222,6 +222,9 @@ def _not_outstanding(w: Step, s: Stanza, requester: str, sender: str, *, measure
         # This process sent it and has answered it since (a timeout, the resource's departure,
         # a retry elsewhere), or this is a second answer: nobody is owed it.
         w.count("dropped.reply_late")
+    elif opened.instance in w.settled:
+        # The process that sent it answered everything before it stopped (the drain's end).
+        w.count("dropped.reply_after_stop")
     else:
         to = opened.wrote_to or cfg.proxy_domain
         deliver(w, s, opened, to, requester, measured=measured)

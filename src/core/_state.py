@@ -21,7 +21,7 @@ state. It lives only inside ``step``; nothing outside the core sees it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from operator import attrgetter
 from typing import NamedTuple, TypeVar
 
@@ -219,10 +219,11 @@ class ProxyState(NamedTuple):
     the monotonic time its sealed deadline passes, so that a second copy is dropped.
     ``instance`` names this process in the ids it seals (``_seal``), and ``epoch`` is the wall
     clock minus ``now`` as last reported by an event, which turns deadlines into the wall-clock
-    time a sealed id carries. ``rng`` is the seeded choice's generator (``_routing``), ``turn``
-    `round-robin`'s counter, ``load`` requests per resource (for `least-outstanding` only).
-    ``rates`` holds the rate limit's TAT per requester account (``_policy``), swept at
-    ``sweep_at``.
+    time a sealed id carries; ``settled`` names earlier instances that stopped with everything
+    answered (see :func:`initial_state`). ``rng`` is the seeded choice's generator
+    (``_routing``), ``turn`` `round-robin`'s counter, ``load`` requests per resource (for
+    `least-outstanding` only). ``rates`` holds the rate limit's TAT per requester account
+    (``_policy``), swept at ``sweep_at``.
     ``due`` is the last transition's deadline (inf: none): a step before it has nothing to
     expire, and skips looking.
     """
@@ -247,20 +248,33 @@ class ProxyState(NamedTuple):
     due: float = float("-inf")
     instance: str = "00000000"
     epoch: float = 0.0
+    settled: frozenset[str] = frozenset()
 
 
-def initial_state(config: ProxyConfig, seed: int = 0, instance: int | None = None) -> ProxyState:
+def initial_state(
+    config: ProxyConfig,
+    seed: int = 0,
+    instance: int | None = None,
+    settled: Iterable[str] = (),
+) -> ProxyState:
     """The state before the first event: disconnected, nothing known, ``seed`` for the choice.
 
     ``instance`` (32 bits) names this process in the ids it seals: every process serving one
     component needs its own, so a transport passes a random one; by default it is drawn from
-    ``seed``, which then must differ between processes."""
+    ``seed``, which then must differ between processes. ``settled`` names earlier instances
+    that stopped after answering everything they forwarded (:class:`Stopped`): a reply to one
+    of their forwards is owed to nobody, and is dropped rather than delivered a second time."""
     rng = seed & ((1 << 64) - 1)
     if instance is None:
         # Fibonacci hashing of the seed: distinct seeds give well-spread names, and the
         # choice's generator is left as it was.
         instance = (rng * 0x9E3779B97F4A7C15) >> 32
-    return ProxyState(config=config, rng=rng, instance=f"{instance & 0xFFFFFFFF:08x}")
+    return ProxyState(
+        config=config,
+        rng=rng,
+        instance=f"{instance & 0xFFFFFFFF:08x}",
+        settled=frozenset(settled),
+    )
 
 
 #: ProxyState's fields in its order, read from a working copy by name (see Step.close).
@@ -297,6 +311,7 @@ class Step:
     due: float
     instance: str
     epoch: float
+    settled: frozenset[str]
     out: list[Output]
 
     def __init__(self, state: ProxyState, now: float) -> None:
@@ -323,6 +338,7 @@ class Step:
             self.due,
             self.instance,
             self.epoch,
+            self.settled,
         ) = state
         # Time never runs backwards inside the core (see _events): NaN and the past become `then`.
         self.now = now if now > then else then

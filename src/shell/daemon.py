@@ -49,6 +49,9 @@ from .health import status_line
 from .metrics import Metrics, MetricsServer
 from .notify import Notifier
 from .reload import Reloads
+from .settled import load as load_settled
+from .settled import record as record_settled
+from .settled import settled_path
 
 __all__ = ["EX_CONFIG", "FATAL_AT_FIRST", "STANDBY_RETRY", "Daemon", "run"]
 
@@ -379,7 +382,19 @@ class Daemon:
         # Its name in the ids it seals: random, whatever the seed, so that two instances (or a
         # restart) never take each other's answers for their own.
         instance = int.from_bytes(os.urandom(4))
-        self.state = initial_state(settings.core, seed, instance=instance)
+        #: Where the instances that stopped cleanly are told to the next process (settled.py).
+        self.settled_path = settled_path(os.environ)
+        settled = frozenset[str]()
+        if self.settled_path is not None:
+            settled = load_settled(self.settled_path, int(time.time() * 1000))
+            if settled:
+                log.info(
+                    "settled.loaded: %d earlier instance(s) stopped with everything answered: "
+                    "replies to what they forwarded are dropped (%s)",
+                    len(settled),
+                    ", ".join(sorted(settled)),
+                )
+        self.state = initial_state(settings.core, seed, instance=instance, settled=settled)
         self.counters: Counter[str] = Counter()
         self.finished: asyncio.Future[int] = self.loop.create_future()
         #: The armed timer and when it fires; the core's latest deadline (never earlier).
@@ -818,6 +833,12 @@ class Daemon:
 
     def _on_stopped(self) -> None:
         log.info("stop.done: every request answered; disconnecting. %s", self.status())
+        if self.settled_path is not None:
+            # Every forward's deadline is within request_timeout of now (no new one since the
+            # stop began); a second for the clocks of the next process.
+            now = time.time()
+            until = int((now + self.state.config.request_timeout + 1.0) * 1000)
+            record_settled(self.settled_path, self.state.instance, until, int(now * 1000))
         if self.state.session.link is not Link.DOWN:
             self.xmpp.disconnect(wait=2.0)
             # If the server does not close its side, do not wait forever.

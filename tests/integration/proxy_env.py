@@ -122,11 +122,11 @@ class ProxyEnv:
         self.daemons.append(daemon)
         return daemon
 
-    def restart_daemon(self, dead: Daemon) -> Daemon:
+    def restart_daemon(self, dead: Daemon, env: dict[str, str] | None = None) -> Daemon:
         """A new `client-proxy run` with the very config file of `dead`, which has exited: what
         systemd's Restart= does after a crash."""
         assert dead.process.poll() is not None, "restart_daemon: the old process still runs"
-        daemon = Daemon(dead.config_path)
+        daemon = Daemon(dead.config_path, env=env)
         self.daemons.append(daemon)
         return daemon
 

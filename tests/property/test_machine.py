@@ -72,6 +72,8 @@ from hypothesis.stateful import (
 )
 
 PROXY = cps.EXAMPLE_PROXY
+#: An earlier instance that stopped with everything answered (``initial_state(settled=...)``).
+SETTLED = "5e771ed0"
 TARGET = cps.EXAMPLE_TARGET
 OVERLONG = "dave@example.org/" + "x" * 1010  # 1027 octets: no resourcepart can carry it
 REQUESTERS = (
@@ -768,6 +770,8 @@ class Model:
             self.count("dropped.reply_wrong_resource")
         elif mine is not None:
             self.count("dropped.reply_late")  # answered already: nobody is owed it
+        elif foreign is not None and foreign[1].instance == SETTLED:
+            self.count("dropped.reply_after_stop")  # its instance answered it before stopping
         else:
             assert foreign is not None
             self.recovered(s, foreign[1], foreign[1].wrote_to or PROXY, requester)
@@ -1154,7 +1158,8 @@ class ProxyMachine(RuleBasedStateMachine):
     )
     def start(self, config, seed, resources, approve):
         self.config = config
-        self.state = initial_state(config, seed)
+        # An earlier instance that stopped cleanly (Stopped): what it forwarded is answered.
+        self.state = initial_state(config, seed, settled={SETTLED})
         self.model = Model(config, self.state.instance)
         self.last: Transition | None = None
         #: The target's sessions as its server knows them (what a resync reports).
@@ -1563,7 +1568,7 @@ class ProxyMachine(RuleBasedStateMachine):
         to=st.sampled_from(REQUEST_TO),
         left=st.sampled_from([-1.0, 0.0, 0.0005, 0.5, 5.0]),
         number=st.integers(0, 3),
-        flaw=st.sampled_from([None, None, None, "key", "requester", "altered", "mine"]),
+        flaw=st.sampled_from([None, None, None, "key", "requester", "altered", "mine", "settled"]),
         kind=st.sampled_from(["result", "error"]),
         again=st.booleans(),
     )
@@ -1575,7 +1580,9 @@ class ProxyMachine(RuleBasedStateMachine):
         it names (or another), sometimes flawed: another key, sealed for another requester, a
         character altered, or claiming to be this instance's. Delivered once, exactly when it
         verifies, comes from the resource it names, and has not expired."""
-        instance = self.state.instance if flaw == "mine" else self.another_instance()
+        instance = {"mine": self.state.instance, "settled": SETTLED}.get(
+            flaw or "", self.another_instance()
+        )
         wrote_to = "" if to == PROXY else to
         deadline = wall_ms(self.model.now + left)
         fields = Sealed(instance, number, deadline, resource, wrote_to, id_)
@@ -1587,6 +1594,8 @@ class ProxyMachine(RuleBasedStateMachine):
         elif flaw is None:
             self.model.foreign[ident] = (requester, fields)
             self.model.foreign_owed.add((requester, id_, wrote_to or PROXY))
+        elif flaw == "settled":
+            self.model.foreign[ident] = (requester, fields)
         elif flaw == "mine":
             self.model.sealed.setdefault(ident, (requester, resource))
         error = None if kind == "result" else StanzaError("cancel", "item-not-found")

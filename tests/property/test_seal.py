@@ -191,15 +191,19 @@ def _instance_answer(config: ProxyConfig, left: float, now: float, flaw: str | N
 
 @given(
     left=st.sampled_from([-5.0, -0.001, 0.0, 0.002, 1.0, 30.0]),
-    flaw=st.sampled_from([None, "key", "tampered", "resource"]),
+    flaw=st.sampled_from([None, "key", "tampered", "resource", "settled"]),
     copies=st.integers(1, 3),
     wall=st.sampled_from([None, 1.8e9]),
 )
 def test_another_instances_answer_is_delivered_once_exactly_when_it_verifies_in_time(
     left, flaw, copies, wall
 ):
+    """... and not at all when that instance stopped cleanly (``settled``): it answered
+    everything it forwarded before it ended."""
     config = ProxyConfig(PROXY, TARGET, seal_key=b"shared")
-    state = step(initial_state(config, 1), ConnectionUp(10.0, wall=wall)).state
+    settled = {"ffffffff"} if flaw == "settled" else {"0badcafe"}
+    state = initial_state(config, 1, settled=settled)
+    state = step(state, ConnectionUp(10.0, wall=wall)).state
     epoch = 0.0 if wall is None else wall - 10.0
     answer = _instance_answer(config, left, 10.0 + epoch, flaw)
     delivered = []
@@ -213,6 +217,7 @@ def test_another_instances_answer_is_delivered_once_exactly_when_it_verifies_in_
         "key": "dropped.reply_forged",
         "tampered": "dropped.reply_forged",
         "resource": "dropped.reply_wrong_resource",
+        "settled": "dropped.reply_after_stop",
     }
     if flaw is not None:
         assert delivered == [] and counts == [expected[flaw]] * copies
