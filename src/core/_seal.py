@@ -25,8 +25,8 @@ with an id of the proxy's own instead of the one their sender chose. It reads::
 
 Any instance holding the key can check an answer and deliver it, whether or not it sent the
 request: this is what lets a restarted process, or a standby, answer what a dead one forwarded.
-The cost is 44 to 50 bytes plus the resource's name on each forward and each answer (see
-:func:`sealed_size`; the number's hex digits make the difference).
+The cost is 44 to 50 bytes plus the resource's name (and ``wrote_to``) on each forward and each
+answer (see :func:`sealed_size`; the lengths' and the number's hex digits make the difference).
 
 The text of an id travels in an XML attribute, so any character would do; only ``.`` separates,
 and the fields that can contain it come with their lengths (``original``, ``resource``) or

@@ -121,6 +121,42 @@ def test_a_user_cannot_answer_what_nobody_asked(user: str, forged_id: str) -> No
         assert _sent(step(state, StanzaReceived(1.0, forged))) == []
 
 
+@given(
+    callers=st.lists(resources, min_size=1, max_size=6),
+    leaving=resources,
+    all_at_once=st.booleans(),
+)
+def test_only_the_calls_of_a_resource_that_leaves_are_forgotten(
+    callers: list[str], leaving: str, all_at_once: bool
+) -> None:
+    """Calls from several resources; one goes offline (or, with ``all_at_once``, the target
+    says none is online): the calls it started, and only those, are forgotten (nobody is left
+    to take their answers); the others still get theirs."""
+    state = _ready(ProxyConfig(PROXY, TARGET, rate_limit=0))
+    user = USERS[0]
+    out = []
+    for i, resource in enumerate(callers):
+        asked = Stanza("iq", "get", f"c{i}", f"{TARGET}/{resource}", f"{PROXY}/{user}")
+        t = step(state, StanzaReceived(1.0, asked))
+        state = t.state
+        out.append((resource, _sent(t)[0]))
+    sender = TARGET if all_at_once else f"{TARGET}/{leaving}"
+    gone = step(state, StanzaReceived(2.0, Stanza("presence", "unavailable", None, sender, PROXY)))
+    state = gone.state
+    dropped = [o for o in gone.outputs if getattr(o, "name", None) == "dropped.call_resource_gone"]
+    left = [(r, o) for r, o in out if not all_at_once and r != leaving]
+    assert len(dropped) == len(out) - len(left)
+    assert len(state.calls) == len(left)
+    for resource, asked in out:
+        t = step(state, StanzaReceived(3.0, Stanza("iq", "result", asked.id, user, PROXY)))
+        state = t.state
+        back = _sent(t)
+        if (resource, asked) in left:
+            assert [b.to for b in back] == [f"{TARGET}/{resource}"]
+        else:
+            assert back == []
+
+
 def test_a_call_whose_resource_leaves_is_forgotten() -> None:
     state = _ready(ProxyConfig(PROXY, TARGET, rate_limit=0))
     user = USERS[0]
