@@ -13,10 +13,12 @@ each call it passes to a user, so that any instance holding the key can deliver 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 
 from client_proxy.core import (
+    ConfigChanged,
     ConnectionUp,
     ProxyConfig,
     SendStanza,
@@ -232,3 +234,31 @@ def test_another_instances_answer_is_delivered_once_exactly_when_it_verifies_in_
             "<r/>",
         )
         assert counts == ["answered.recovered"] + ["dropped.reply_duplicate"] * (copies - 1)
+
+
+def test_the_memory_of_delivered_ids_is_bounded_and_forgets_what_expired() -> None:
+    """At most ``max_outstanding`` ids of other instances' answers are remembered. At the cap,
+    those past their deadline are forgotten first; if it is still full (a reload lowered the
+    cap), the new answer is not delivered (twice would be worse) and the memory keeps only what
+    has not expired."""
+    config = ProxyConfig(PROXY, TARGET, seal_key=b"shared", max_outstanding=3)
+    state = step(initial_state(config, 1), ConnectionUp(0.0)).state
+
+    def answer(number: int, deadline_s: float) -> Stanza:
+        sealed = Sealed("ffffffff", number, wall_ms(deadline_s), "a", "", f"o{number}")
+        ident = seal(b"shared", REQUEST, sealed, "alice@example.org/x")
+        return Stanza("iq", "result", ident, f"{TARGET}/a", f"{PROXY}/alice@example.org/x")
+
+    first, second, third = answer(1, 5.0), answer(2, 50.0), answer(3, 50.0)
+    for reply in (first, second, third):
+        state = step(state, StanzaReceived(1.0, reply)).state
+    assert set(state.seen) == {first.id, second.id, third.id}
+    state = step(state, ConfigChanged(2.0, dataclasses.replace(config, max_outstanding=1))).state
+    t = step(state, StanzaReceived(6.0, answer(4, 50.0)))  # the first has expired by now
+    assert [o.name for o in t.outputs if hasattr(o, "name")] == ["dropped.recovered_memory"]
+    assert not [o for o in t.outputs if isinstance(o, SendStanza)]
+    assert set(t.state.seen) == {second.id, third.id}
+    # Back under the cap once they expire: delivered again.
+    t = step(t.state, StanzaReceived(60.0, answer(5, 70.0)))
+    assert [o.name for o in t.outputs if hasattr(o, "name")] == ["answered.recovered"]
+    assert set(t.state.seen) == {answer(5, 70.0).id}
