@@ -630,3 +630,61 @@ def test_under_sticky_a_request_that_moves_on_follows_its_user(
     for requester, resource in moved.items():
         assert resource != busiest
         assert resource == _forwarded_to(_request(left, requester, "new", 2.0))
+
+
+@given(cooldown=st.floats(0.5, 1000), start=st.floats(0, 1e6))
+def test_a_cool_down_ends_exactly_on_time_beside_a_resource_that_takes_no_traffic(
+    cooldown: float, start: float
+) -> None:
+    """The same bound with a resource that `resource_pattern` leaves out online (the choice
+    then looks at every resource one by one): at exactly the end of its cool-down the resource
+    takes requests again, a moment before it does not."""
+    cfg = _config(
+        routing="round-robin",
+        resource_pattern="[ab]",
+        failure_threshold=1,
+        failure_cooldown=cooldown,
+        request_timeout=10 * cooldown,
+    )
+    state = _online(cfg, ["a", "b", "x"])
+    first = _request(state, REQUESTERS[0], "q0", start)
+    assert _forwarded_to(first) == "a"
+    cooling = _bounce_from(first.state, "a", REQUESTERS[0], "q0", start)
+    until = start + cooldown
+    for now, expected in ((math.nextafter(until, -math.inf), {"b"}), (until, {"a", "b"})):
+        # Round-robin over what is ready: two requests in a row reach every ready resource.
+        one = _request(cooling, "p0@example.org/y", "p", now)
+        two = _request(one.state, "p1@example.org/y", "p", now)
+        chosen = {_forwarded_to(one), _forwarded_to(two)}
+        assert chosen == expected, (now, chosen)
+
+
+def _bounce_from(
+    state: ProxyState, resource: str, requester: str, ident: str, now: float
+) -> ProxyState:
+    """``resource`` answers request ``ident`` with service-unavailable (a failure)."""
+    error = StanzaError("cancel", "service-unavailable")
+    sent = state.requests[(requester, ident)].sent
+    to = f"{PROXY}/{requester}"
+    answer = Stanza("iq", "error", sent, f"{TARGET}/{resource}", to, error=error)
+    return step(state, StanzaReceived(now, answer)).state
+
+
+@given(kind=st.sampled_from(["feature-not-implemented", "service-unavailable"]))
+def test_least_outstanding_counts_a_retried_request_where_it_went(kind: str) -> None:
+    """Under `least-outstanding` a get that fails at one resource and is retried at another
+    is counted at the second only (ProxyState.load), so the next choice sees the real load."""
+    cfg = _config(routing="least-outstanding", failure_threshold=0)
+    state = _online(cfg, ["a", "b"])
+    t = _request(state, REQUESTERS[0], "q0")
+    first = _forwarded_to(t)
+    assert first is not None and dict(t.state.load) == {first: 1}
+    error = StanzaError("cancel", kind)
+    sent = t.state.requests[(REQUESTERS[0], "q0")].sent
+    answer = Stanza(
+        "iq", "error", sent, f"{TARGET}/{first}", f"{PROXY}/{REQUESTERS[0]}", error=error
+    )
+    retried = step(t.state, StanzaReceived(1.5, answer))
+    second = _forwarded_to(retried)
+    assert second is not None and second != first
+    assert dict(retried.state.load) == {second: 1}

@@ -236,16 +236,22 @@ def test_another_instances_answer_is_delivered_once_exactly_when_it_verifies_in_
         assert counts == ["answered.recovered"] + ["dropped.reply_duplicate"] * (copies - 1)
 
 
-def test_the_memory_of_delivered_ids_is_bounded_and_forgets_what_expired() -> None:
+@given(wall=st.sampled_from([None, 1.8e9, 1.0e3]))
+def test_the_memory_of_delivered_ids_is_bounded_and_forgets_what_expired(
+    wall: float | None,
+) -> None:
     """At most ``max_outstanding`` ids of other instances' answers are remembered. At the cap,
     those past their deadline are forgotten first; if it is still full (a reload lowered the
     cap), the new answer is not delivered (twice would be worse) and the memory keeps only what
-    has not expired."""
+    has not expired. Deadlines are wall-clock time and the memory's own in ``now``'s terms:
+    with ``wall`` far from ``now``, each is converted the right way."""
     config = ProxyConfig(PROXY, TARGET, seal_key=b"shared", max_outstanding=3)
-    state = step(initial_state(config, 1), ConnectionUp(0.0)).state
+    state = step(initial_state(config, 1), ConnectionUp(0.0, wall=wall)).state
+    epoch = 0.0 if wall is None else wall
 
     def answer(number: int, deadline_s: float) -> Stanza:
-        sealed = Sealed("ffffffff", number, wall_ms(deadline_s), "a", "", f"o{number}")
+        deadline = wall_ms(deadline_s + epoch)
+        sealed = Sealed("ffffffff", number, deadline, "a", "", f"o{number}")
         ident = seal(b"shared", REQUEST, sealed, "alice@example.org/x")
         return Stanza("iq", "result", ident, f"{TARGET}/a", f"{PROXY}/alice@example.org/x")
 
@@ -262,3 +268,33 @@ def test_the_memory_of_delivered_ids_is_bounded_and_forgets_what_expired() -> No
     t = step(t.state, StanzaReceived(60.0, answer(5, 70.0)))
     assert [o.name for o in t.outputs if hasattr(o, "name")] == ["answered.recovered"]
     assert set(t.state.seen) == {answer(5, 70.0).id}
+
+
+@given(settled=st.booleans(), wall=st.sampled_from([None, 1.8e9]))
+def test_a_users_answer_to_another_instances_call_goes_back_once_unless_it_stopped(
+    settled: bool, wall: float | None
+) -> None:
+    """The other direction: a user answers an IQ a target resource started through another
+    instance. It goes back to that resource, from the translated address, with the resource's
+    own id, once; not at all if that instance stopped cleanly (it answered the call then)."""
+    config = ProxyConfig(PROXY, TARGET, seal_key=b"shared")
+    state = initial_state(config, 1, settled={"ffffffff"} if settled else ())
+    state = step(state, ConnectionUp(1.0, wall=wall)).state
+    epoch = 0.0 if wall is None else wall - 1.0
+    user = "alice@example.org/x"
+    sealed = Sealed("ffffffff", 9, wall_ms(31.0 + epoch), "a", "", "c1")
+    ident = seal(b"shared", CALL, sealed, user)
+    answer = Stanza("iq", "result", ident, user, PROXY, "<r/>")
+    counts = []
+    back = []
+    for _ in range(2):
+        t = step(state, StanzaReceived(2.0, answer))
+        state = t.state
+        counts += [o.name for o in t.outputs if hasattr(o, "name")]
+        back += [o.stanza for o in t.outputs if isinstance(o, SendStanza)]
+    if settled:
+        assert back == [] and counts == ["dropped.call_after_stop"] * 2
+    else:
+        ((to, from_, id_),) = [(b.to, b.from_, b.id) for b in back]
+        assert (to, from_, id_) == (f"{TARGET}/a", f"{PROXY}/{user}", "c1")
+        assert counts == ["answered.recovered", "dropped.reply_duplicate"]

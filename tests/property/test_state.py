@@ -140,3 +140,13 @@ def test_link_and_subscription_name_themselves(enum):
     for member in enum:
         assert member.value == member.name.lower()
     assert len({m.value for m in enum}) == len(enum)
+
+
+def test_the_subscription_is_in_place_once_approved_or_announced():
+    """``Subscription.in_place``, which /healthz and the subscription gauge read: approved by
+    `subscribed`, or announced by a resource's presence; not before."""
+    assert {s for s in Subscription if s.in_place} == {
+        Subscription.APPROVED,
+        Subscription.ANNOUNCED,
+    }
+    assert all(isinstance(s.in_place, bool) for s in Subscription)
