@@ -118,6 +118,19 @@ DUPLICATE_ANSWER_TO_A_REUSED_ID = Schedule(
     ),
 )
 
+#: The settings of two schedules the long profile found: a one-second timeout, no retries, dead
+#: sessions noticed in 0.2 s, and a target that has not approved the proxy before the run and
+#: approves it at once when asked.
+UNAPPROVED_AT_FIRST = Settings(
+    request_timeout=1.0,
+    sync_grace=0.0,
+    retry_get=False,
+    detect_delay=0.2,
+    approve_delay=0.0,
+    subscribed=False,
+    component_latency=0.001,
+)
+
 # The same, reached with a forgery instead: the resource forges an answer, the user reuses the
 # id, then the real answer to the first request arrives. Found by the long profile.
 FORGED_THEN_REAL_ANSWER_TO_A_REUSED_ID = Schedule(
@@ -129,22 +142,15 @@ FORGED_THEN_REAL_ANSWER_TO_A_REUSED_ID = Schedule(
         Request(0.1, ALICE, "1"),
         Forge(0.1, "a", ALICE, "1"),
     ),
-    settings=Settings(
-        request_timeout=1.0,
-        sync_grace=0.0,
-        retry_get=False,
-        detect_delay=0.2,
-        approve_delay=0.0,
-        subscribed=False,
-        component_latency=0.001,
-    ),
+    settings=UNAPPROVED_AT_FIRST,
 )
 
 # Found by the long profile (`just test-long`, on the ejabberd run; it failed on Prosody too).
 # Request #1 times out at b; request #2, same id, is kept away from b (b still owes a late answer
 # to #1) and times out at a. The core remembered late answers owed for a (requester, id) at one
 # resource only, so a's debt replaced b's, and b's late answer to #1 was delivered as the answer
-# to #3 (same id). LateReply now keeps each resource's debt for the key.
+# to #3 (same id). (Fixed then by remembering each resource's debt for the key; sealed ids have
+# since made the memory unnecessary: each forward has an id of its own.)
 LATE_ANSWERS_OWED_BY_TWO_RESOURCES = Schedule(
     users=(User(ALICE),),
     resources=(Resource("a", answer_after=1.5), Resource("b", answer_after=4.0)),
@@ -189,15 +195,7 @@ PRESENCE_BEFORE_SUBSCRIBED = Schedule(
         Resource("b", answer_after=0.0, latency=0.001),
     ),
     steps=(Online(0.0, "a"), Online(0.0, "b"), ComponentDown(0.0), RepeatPresence(0.1, "a")),
-    settings=Settings(
-        request_timeout=1.0,
-        sync_grace=0.0,
-        retry_get=False,
-        detect_delay=0.2,
-        approve_delay=0.0,
-        subscribed=False,
-        component_latency=0.001,
-    ),
+    settings=UNAPPROVED_AT_FIRST,
 )
 
 
