@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from ._state import QueueEntry, Step
 
-__all__ = ["dequeue", "enqueue", "entries", "first", "queue_key", "queue_seq"]
+__all__ = ["dequeue", "enqueue", "entries", "first", "queue_key", "queue_seq", "take_number"]
 
 
 def queue_key(seq: int) -> int:
@@ -33,9 +33,18 @@ def queue_seq(key: int) -> int:
     return ((key >> 15) & 31) | ((key & 0x7FFF) << 5) | (key >> 20 << 20)
 
 
+def take_number(w: Step) -> int:
+    """The next sequence number, never handed out again by this process: the queue's, and the
+    one a sealed id carries (``_seal``). A number taken without an entry leaves a gap that
+    :func:`first` steps over."""
+    seq = w.next_seq
+    w.next_seq = seq + 1
+    return seq
+
+
 def enqueue(w: Step, entry: QueueEntry) -> int:
     """Put ``entry`` at the end of the queue; its sequence number."""
-    seq = w.next_seq
+    seq = w.next_seq  # take_number(w), spelled out: once per request
     w.next_seq = seq + 1
     w.queue = w.queue.set(queue_key(seq), entry)
     return seq

@@ -23,7 +23,7 @@ from ._jid import bare
 from ._link import send
 from ._outputs import ended
 from ._policy import admit, within_caps
-from ._queue import dequeue, enqueue
+from ._queue import dequeue, enqueue, take_number
 from ._recovery import deliver, sealed_deadline
 from ._routing import candidates, choose, track_failures
 from ._seal import REQUEST, open_id, original_of, seal
@@ -150,9 +150,7 @@ def redispatch(w: Step, key: RequestKey, o: Outstanding, ready: tuple[TargetReso
     resource = choose(w, ready, key[0])
     tried = o.tried if resource in o.tried else (*o.tried, resource)
     r = o.request
-    number = w.next_seq  # a number of its own, as the deadline queue's would be
-    w.next_seq = number + 1
-    sent = forward(w, r, resource, o.deadline, number)
+    sent = forward(w, r, resource, o.deadline, take_number(w))  # a number of its own
     size = o.size
     if not retryable(w, r):
         # A parked request, now sent for good: its payload need not be held any more.
