@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from immutables import Map
 
@@ -87,8 +87,10 @@ _Waiting = TypeVar("_Waiting", Outstanding, Call, MessageRoute)
 def _shortened(table: Map[_K, _Waiting], timeout: float, now: float) -> Map[_K, _Waiting]:
     """``table`` with every deadline cut to its acceptance time plus ``timeout`` if earlier, and
     to ``now`` if that is past (then it is due in this very step)."""
+    # The cast: mypyc's checker types _replace on a constrained TypeVar as the union of the
+    # constraints (mypy itself does not).
     changes = {
-        key: entry._replace(deadline=max(entry.since + timeout, now))
+        key: cast(Any, entry._replace(deadline=max(entry.since + timeout, now)))
         for key, entry in table.items()
         if entry.since + timeout < entry.deadline
     }

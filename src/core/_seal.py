@@ -100,8 +100,8 @@ def _pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
         key = hashlib.sha256(key).digest()
     key = key.ljust(64, b"\0")
     return (
-        hashlib.sha256(bytes(b ^ 0x36 for b in key)),
-        hashlib.sha256(bytes(b ^ 0x5C for b in key)),
+        hashlib.sha256(bytes([b ^ 0x36 for b in key])),
+        hashlib.sha256(bytes([b ^ 0x5C for b in key])),
     )
 
 

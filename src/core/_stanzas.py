@@ -23,6 +23,11 @@ __all__ = [
 ]
 
 StanzaKind = Literal["iq", "message", "presence"]
+#: What a transport keeps a stanza's children as (the core never looks inside). A name of its
+#: own rather than ``object`` in Stanza's fields: the compiled copy of the core (mypyc, see
+#: ``client_proxy.shell.corelib``) resolves a NamedTuple's field types by name, and finds no
+#: ``object`` among the module's names.
+Payload = object
 
 #: RFC 6120 §8.2.3.
 IQ_TYPES = frozenset({"get", "set", "result", "error"})
@@ -101,7 +106,7 @@ class Stanza(NamedTuple):
     id: str | None = None
     from_: str | None = None
     to: str | None = None
-    payload: object = ()
+    payload: Payload = ()
     error: StanzaError | None = None
     priority: str | None = None
     extra: tuple[tuple[str, str], ...] = ()
