@@ -11,8 +11,8 @@ export PATH := venv + ":" + env_var("PATH")
 default:
     @just --list
 
-# scripts/bootstrap: prosody, ejabberd, .venv with client-proxy and its dev tools. Nothing to do
-# takes about 50 ms; skipped when ./just has just run it for this checkout.
+# scripts/bootstrap: prosody, ejabberd, .venv with client-proxy and its dev tools, the compiled
+# core. Nothing to do takes about 0.1 s; skipped when ./just has just run it for this checkout.
 [private]
 setup:
     @[ "${CLIENT_PROXY_BOOTSTRAPPED:-}" = "{{justfile_directory()}}" ] || "{{justfile_directory()}}/scripts/bootstrap"

@@ -16,6 +16,18 @@ boundary values.
 
 import os
 
+# Which core the shell runs (client_proxy.shell.corelib). In this process, client_proxy.core: the
+# shell's unit tests hand the shell values they build from it. The daemons the integration tests
+# start run what users run: the compiled core, required under CI (bootstrap builds it), else the
+# compiled core if it is built and current (`auto`). CLIENT_PROXY_CORE set by hand chooses for
+# the daemons (`python` to test the pure core end to end).
+# (tests/integration/proxy_daemon.py reads the daemons' choice from CLIENT_PROXY_DAEMON_CORE.)
+os.environ.setdefault(
+    "CLIENT_PROXY_DAEMON_CORE",
+    os.environ.get("CLIENT_PROXY_CORE") or ("compiled" if os.environ.get("CI") else "auto"),
+)
+os.environ["CLIENT_PROXY_CORE"] = "python"
+
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.internal.conjecture import providers
 

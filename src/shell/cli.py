@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from . import corelib
 from .config import ConfigError, Settings, load_settings
 from .daemon import run
 from .logs import setup_logging
@@ -62,12 +63,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A SIGHUP while starting (a terminal closing) must not kill the process; once the loop
         # runs, SIGHUP reloads the config.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if corelib.problem is not None:
+        print(f"client-proxy: {corelib.problem}", file=sys.stderr)
+        return 2
     settings = _load(args.config)
     if args.command == "check":
         print(
             f"{args.config}: OK: {settings.component} proxies IQs to {settings.target} "
             f"via {settings.host}:{settings.port} (event loop: {settings.event_loop})"
         )
+        print(f"{args.config}: core: {corelib.why}")
         if settings.event_loop_note:
             print(f"{args.config}: note: {settings.event_loop_note}")
         for warning in settings.warnings:

@@ -12,7 +12,7 @@ import re
 from typing import Final
 from xml.etree.ElementTree import Element, SubElement
 
-from client_proxy.core import Stanza, StanzaError
+from .corelib import Stanza, StanzaError
 
 __all__ = [
     "STANZAS_NS",

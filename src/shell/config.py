@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client_proxy.core import ProxyConfig
 from slixmpp.jid import JID, InvalidJID
+
+from .corelib import ProxyConfig
 
 __all__ = [
     "DEFAULTS",

@@ -20,7 +20,15 @@ from collections import Counter, deque
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError
 
-from client_proxy.core import (
+from slixmpp import ComponentXMPP
+from slixmpp.stanza.stream_error import StreamError
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher.base import MatcherBase
+
+from . import corelib
+from .codec import read_stanza, to_text
+from .config import Settings
+from .corelib import (
     ConnectionLost,
     ConnectionUp,
     CountMetric,
@@ -38,13 +46,6 @@ from client_proxy.core import (
     initial_state,
     step,
 )
-from slixmpp import ComponentXMPP
-from slixmpp.stanza.stream_error import StreamError
-from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher.base import MatcherBase
-
-from .codec import read_stanza, to_text
-from .config import Settings
 from .health import status_line
 from .metrics import Metrics, MetricsServer
 from .notify import Notifier
@@ -865,11 +866,12 @@ class Daemon:
 
     def start(self) -> None:
         log.info(
-            "starting: %s proxies IQs to %s via %s:%d",
+            "starting: %s proxies IQs to %s via %s:%d (core: %s)",
             self.settings.component,
             self.settings.target,
             self.settings.host,
             self.settings.port,
+            corelib.why,
         )
         self.xmpp.connect()
 

@@ -14,7 +14,7 @@ serving, while the operator sees that this is by design rather than a broken lin
 
 from __future__ import annotations
 
-from client_proxy.core import Link, ProxyState
+from .corelib import Link, ProxyState
 
 __all__ = ["REASONS", "health", "status_line"]
 

@@ -26,7 +26,6 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from itertools import accumulate
 
-from client_proxy.core import Link, ProxyState, RequestEnded
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -42,6 +41,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from .corelib import Link, ProxyState, RequestEnded
 from .health import health
 
 __all__ = ["DURATION_BUCKETS", "Metrics", "MetricsServer"]

@@ -33,10 +33,10 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
-from client_proxy.core import ConfigChanged
 from slixmpp.jid import JID
 
 from .config import DERIVED, ConfigError, Settings, load_settings
+from .corelib import ConfigChanged
 from .logs import set_format
 
 if TYPE_CHECKING:

@@ -15,6 +15,9 @@ from typing import Any
 
 from client_proxy.testing.daemon import cli_command, toml_config
 
+#: The core the daemons run (CLIENT_PROXY_CORE for them): tests/conftest.py says which.
+_DAEMON_CORE = os.environ.get("CLIENT_PROXY_DAEMON_CORE", "auto")
+
 __all__ = ["Daemon", "cli_command", "toml_config"]
 
 
@@ -36,7 +39,7 @@ class Daemon:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "CLIENT_PROXY_CORE": _DAEMON_CORE, **(env or {})},
             start_new_session=True,
         )
         self.stdout_lines: list[str] = []

@@ -8,6 +8,8 @@ environment (the dev extra), so it needs no network.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -43,7 +45,26 @@ def _assert_client_proxy_only(names: list[str]) -> None:
 
 
 def test_the_wheel_holds_client_proxy_packages_only(tmp_path: Path) -> None:
-    _assert_client_proxy_only(_wheel_names(ROOT, tmp_path))
+    names = _wheel_names(ROOT, tmp_path)
+    _assert_client_proxy_only(names)
+    # With a C compiler (CI has one), the compiled core, and the digest of the source it was
+    # compiled from, which client_proxy.shell.corelib checks against client_proxy.core's.
+    if shutil.which("cc") is None and not os.environ.get("CI"):
+        pytest.skip("no C compiler: the wheel is pure")
+    (wheel,) = tmp_path.glob("client_proxy-*.whl")
+    assert not wheel.name.endswith("-py3-none-any.whl"), wheel.name
+    compiled = [n for n in names if n.startswith("client_proxy/compiled_core")]
+    assert "client_proxy/compiled_core/SOURCE-SHA256" in compiled, compiled
+    for module in ("__init__", "_machine", "_requests", "_seal"):
+        assert any(n.startswith(f"client_proxy/compiled_core/{module}.") for n in compiled)
+    assert any(n.startswith("client_proxy/compiled_core__mypyc.") for n in compiled), compiled
+    with zipfile.ZipFile(wheel) as archive:
+        stamp = archive.read("client_proxy/compiled_core/SOURCE-SHA256").decode().strip()
+    spec = importlib.util.spec_from_file_location("hatch_build", ROOT / "hatch_build.py")
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    assert stamp == hook.source_digest(ROOT / "src" / "core")
 
 
 def test_a_wheel_built_from_the_sdist_holds_them_too(tmp_path: Path) -> None:
@@ -107,6 +128,8 @@ def _editable_build(project: Path) -> Path:
         timeout=60,
         capture_output=True,
         text=True,
+        # The links only: the wheel tests compile the core.
+        env={**os.environ, "CLIENT_PROXY_COMPILE": "0"},
     ).stdout
     wheel = project / "dist" / out.strip().splitlines()[-1]
     with zipfile.ZipFile(wheel) as archive:
@@ -114,8 +137,11 @@ def _editable_build(project: Path) -> Path:
         (pth,) = (n for n in names if n.endswith(".pth"))
         # Nothing is copied in: the .pth file points at the links.
         assert not any(n.startswith(("client_proxy/", "core/", "shell/")) for n in names)
-        (folder,) = archive.read(pth).decode().split()
-    return Path(folder)
+        folders = {Path(f) for f in archive.read(pth).decode().split()}
+    # The links, and the compiled core's folder (hatch_build.py), which holds nothing of theirs.
+    folder = project / "build" / "editable"
+    assert folders == {folder, project / "build" / "compiled"}, folders
+    return folder
 
 
 def test_an_editable_build_links_client_proxy_to_src_at_install_time(tmp_path: Path) -> None:
