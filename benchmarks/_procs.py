@@ -145,11 +145,13 @@ class ProxyProcess:
         extra_args: tuple[str, ...] = (),
         echo: bool = False,
         revision: Revision | None = None,
+        env: dict[str, str] | None = None,
     ):
         command = revision.command if revision is not None else cli_command()
+        base = revision.env if revision is not None else dict(os.environ)
         self.process = subprocess.Popen(
             [*command, "run", "--config", str(config), *extra_args],
-            env=revision.env if revision is not None else None,
+            env={**base, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

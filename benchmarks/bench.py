@@ -100,6 +100,8 @@ class Proxy:
     baseline: bool = False
     #: Serve /metrics and /healthz (`metrics_listen`), to measure what counting costs.
     metrics: bool = False
+    #: CLIENT_PROXY_CORE for it (None: left to the default, the compiled core where built).
+    core: str | None = None
 
     @property
     def loop(self) -> str:
@@ -114,6 +116,8 @@ class Proxy:
     def config(self) -> str:
         if self.metrics:
             return "default, with metrics_listen"
+        if self.core is not None:
+            return f"default, CLIENT_PROXY_CORE={self.core}"
         return "default" if self.event_loop is None else f'event_loop = "{self.event_loop}"'
 
 
@@ -124,6 +128,8 @@ PROXIES = {
     "uvloop": Proxy("proxy/uvloop", "proxy-uv.localhost", "uvloop"),
     # The default config with metrics on: compare its proxy CPU with proxy/default's.
     "metrics": Proxy("proxy/metrics", "proxy-metrics.localhost", None, metrics=True),
+    # The default config on the pure core: what the compiled core saves.
+    "python": Proxy("proxy/python", "proxy-py.localhost", None, core="python"),
 }
 BASELINE_PROXIES = {
     "default": Proxy("base/default", "base.localhost", None, baseline=True),
@@ -240,6 +246,7 @@ def run(args: argparse.Namespace) -> Results:
                     config,
                     extra_args=("--log-level", "info"),
                     revision=revision if proxy.baseline else None,
+                    env=None if proxy.core is None else {"CLIENT_PROXY_CORE": proxy.core},
                 )
             for process in processes.values():
                 process.wait_for("resource.online", count=len(RESOURCES))
@@ -767,8 +774,10 @@ def main() -> int:
         type=_names(PROXIES),
         default=["default", "asyncio"],
         help="this checkout's proxies, one process each: default (the default config: uvloop "
-        "where installed), asyncio, uvloop, metrics (the default config with metrics_listen "
-        "set: `--proxies default,metrics` reports what metrics cost) (default: default,asyncio)",
+        "where installed; the compiled core where built), asyncio, uvloop, metrics (the default "
+        "config with metrics_listen set: `--proxies default,metrics` reports what metrics cost), "
+        "python (the default config on the pure core, CLIENT_PROXY_CORE=python) "
+        "(default: default,asyncio)",
     )
     parser.add_argument(
         "--baseline",
