@@ -45,6 +45,7 @@ import array
 import datetime
 import importlib.util
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -638,17 +639,29 @@ def kept_sections(page: str) -> str:
     return "".join(f"\n{section}\n" for section in kept)
 
 
+def _core_of(proxy: Proxy) -> str:
+    """Which core a proxy of this checkout runs (client_proxy.shell.corelib decides, in it)."""
+    from client_proxy.shell.corelib import CoreUnavailable, choose  # noqa: PLC0415
+
+    try:
+        core, _ = choose(proxy.core or os.environ.get("CLIENT_PROXY_CORE"))
+    except CoreUnavailable:
+        return "no core: CLIENT_PROXY_CORE is wrong"
+    return "the compiled core" if core.__name__.endswith(".compiled_core") else "the pure core"
+
+
 def markdown(
     results: Results, plot: str | None, compared: tuple[dict[str, Any], bool] | None
 ) -> str:
     rows = [HEADER, *table_rows(results)]
 
     def described(path: str, proxy: Proxy) -> str:
-        config = "the default config" if proxy.event_loop is None else f"`{proxy.config}`"
+        plain = proxy.event_loop is None and proxy.core is None
+        config = "the default config" if plain else f"`{proxy.config}`"
         if proxy.baseline:
             assert results.baseline is not None
             return f"`{path}` ({config}, revision `{results.baseline.commit[:7]}`)"
-        return f"`{path}` ({config}, on {proxy.loop})"
+        return f"`{path}` ({config}, on {proxy.loop}, {_core_of(proxy)})"
 
     paths = ", ".join(described(path, proxy) for path, proxy in results.proxies.items())
     paragraphs = [
