@@ -68,43 +68,36 @@ def test_a_compiled_core_of_other_source_is_not_run(
         corelib.choose("compiled")
 
 
-def test_the_cli_refuses_a_wrong_setting_in_one_line(tmp_path: Path) -> None:
-    config = tmp_path / "proxy.toml"
-    config.write_text(
-        'component = "proxy.localhost"\nserver = "127.0.0.1:9"\nsecret = "s"\n'
-        'target = "svc@localhost"\n'
-    )
-    for command in ("check", "run"):
-        result = subprocess.run(
-            [*cli_command(), command, "--config", str(config)],
-            env={**os.environ, "CLIENT_PROXY_CORE": "fast"},
-            check=False,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 2, result
-        assert result.stderr.splitlines() == [
-            "client-proxy: CLIENT_PROXY_CORE='fast': expected one of auto, compiled, python"
-        ], result.stderr
-
-
-def test_check_says_which_core_run_will_use(tmp_path: Path) -> None:
+def _cli(tmp_path: Path, command: str, core: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """`client-proxy COMMAND` on a valid config, with CLIENT_PROXY_CORE=``core``."""
     config = tmp_path / "proxy.toml"
     config.write_text(
         'component = "proxy.localhost"\nserver = "127.0.0.1:9"\nsecret = "s"\n'
         'target = "svc@localhost"\n'
     )
     result = subprocess.run(
-        [*cli_command(), "check", "--config", str(config)],
-        env={**os.environ, "CLIENT_PROXY_CORE": "python"},
+        [*cli_command(), command, "--config", str(config)],
+        env={**os.environ, "CLIENT_PROXY_CORE": core},
         check=False,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=60,
     )
+    return config, result
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_the_cli_refuses_a_wrong_setting_in_one_line(tmp_path: Path, command: str) -> None:
+    _, result = _cli(tmp_path, command, "fast")
+    assert result.returncode == 2, result
+    assert result.stderr.splitlines() == [
+        "client-proxy: CLIENT_PROXY_CORE='fast': expected one of auto, compiled, python"
+    ], result.stderr
+
+
+def test_check_says_which_core_run_will_use(tmp_path: Path) -> None:
+    config, result = _cli(tmp_path, "check", "python")
     assert result.returncode == 0, result
     assert f"{config}: core: client_proxy.core (CLIENT_PROXY_CORE=python)" in result.stdout
 
