@@ -15,7 +15,7 @@ from the same source (client_proxy.shell.corelib checks). For a wheel, into the 
 wheel then; without a C compiler and Python's headers the wheel is pure, and the daemon runs
 client_proxy.core). For an editable install, into build/compiled, the second of dev-mode-dirs;
 scripts/bootstrap runs `python hatch_build.py compile` on every `just` recipe, which rebuilds it
-when src/core has changed since (about 30 s; a no-op otherwise). CLIENT_PROXY_COMPILE=0 skips it.
+when src/core has changed since (about 15 s; a no-op otherwise). CLIENT_PROXY_COMPILE=0 skips it.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class EditableTree(BuildHookInterface):
     def _compile_into_wheel(self, root: Path, build_data: dict[str, Any]) -> None:
         if os.environ.get("CLIENT_PROXY_COMPILE", "1") == "0":
             return
-        out = Path(tempfile.mkdtemp(prefix="client-proxy-compiled-"))
+        out = self._compiled = Path(tempfile.mkdtemp(prefix="client-proxy-compiled-"))
         problem = compile_core(root / "src" / "core", out)
         if problem:
             _warn(problem + "; the wheel is pure Python, and runs client_proxy.core")
@@ -75,6 +75,11 @@ class EditableTree(BuildHookInterface):
                 build_data["force_include"][str(path)] = str(path.relative_to(out))
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
+
+    def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+        compiled = getattr(self, "_compiled", None)
+        if compiled is not None:  # in the wheel now
+            shutil.rmtree(compiled, ignore_errors=True)
 
 
 def _warn(message: str) -> None:
@@ -123,7 +128,7 @@ def compile_core(core: Path, out: Path) -> str | None:
             build_ext.build_temp = str(Path(tmp, "temp"))  # type: ignore[attr-defined]
             dist.run_command("build_ext")
         except (Exception, SystemExit) as exc:  # mypy's and distutils' errors alike
-            return f"mypyc failed: {exc}"
+            return f"mypyc failed ({type(exc).__name__}: {exc}); its output above says why"
         finally:
             os.chdir(cwd)
         target = out / "client_proxy" / COMPILED

@@ -28,6 +28,9 @@ os.environ.setdefault(
 )
 os.environ["CLIENT_PROXY_CORE"] = "python"
 
+from types import ModuleType
+
+import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.internal.conjecture import providers
 
@@ -67,3 +70,19 @@ if settings().derandomize:
 
     # tests/unit/test_hypothesis_setup.py fails if Hypothesis stops reading this name.
     providers._get_local_constants = _no_local_constants
+
+
+@pytest.fixture(scope="session")
+def compiled_core() -> ModuleType:
+    """client_proxy.compiled_core, the core the daemon runs, if it is built from this source.
+    Skips where it is not; fails under CI (bootstrap builds it), except under a mutant
+    (scripts/mutate.py), where the copy is of the unmutated source: comparing with it would
+    "kill" every mutant and say nothing of the tests."""
+    from client_proxy.shell import corelib  # noqa: PLC0415  # after CLIENT_PROXY_CORE is set
+
+    compiled, why = corelib._compiled()
+    if compiled is None:
+        if os.environ.get("CI") and not os.environ.get("CLIENT_PROXY_MUTATION_RUN"):
+            pytest.fail(f"CI runs the compiled core, and it cannot be had: {why}")
+        pytest.skip(why)
+    return compiled

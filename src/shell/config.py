@@ -21,7 +21,7 @@ from typing import Any
 
 from slixmpp.jid import JID, InvalidJID
 
-from .corelib import ProxyConfig
+from .corelib import ProxyConfig, proxy_config
 
 __all__ = [
     "DEFAULTS",
@@ -202,7 +202,7 @@ def parse_settings(
     core_values["allow"] = _jid_list(values, "allow")
     core_values["seal_key"] = seal_key(material, component)
     try:
-        core = ProxyConfig(proxy_domain=component, target=target, **core_values)
+        core = proxy_config(proxy_domain=component, target=target, **core_values)
     except ValueError as exc:
         message = str(exc)
         for key, name in _CORE_NAMES.items():

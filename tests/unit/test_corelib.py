@@ -7,7 +7,7 @@ import importlib.util
 import os
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import client_proxy.core as pure
 import pytest
@@ -50,11 +50,8 @@ def test_an_unknown_setting_is_refused_naming_the_choices(setting: str) -> None:
 
 
 def test_a_compiled_core_of_other_source_is_not_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled_core: ModuleType
 ) -> None:
-    compiled, why = corelib._compiled()
-    if compiled is None:
-        pytest.skip(f"no compiled core here: {why}")
     # client_proxy.core as if edited since the compile: another module beside __init__.py.
     (tmp_path / "__init__.py").write_text("")
     (tmp_path / "_edited.py").write_text("X = 1\n")
@@ -68,12 +65,14 @@ def test_a_compiled_core_of_other_source_is_not_run(
         corelib.choose("compiled")
 
 
-def _cli(tmp_path: Path, command: str, core: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """`client-proxy COMMAND` on a valid config, with CLIENT_PROXY_CORE=``core``."""
+def _cli(
+    tmp_path: Path, command: str, core: str, line: str = ""
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """`client-proxy COMMAND` on a valid config plus ``line``, with CLIENT_PROXY_CORE=``core``."""
     config = tmp_path / "proxy.toml"
     config.write_text(
         'component = "proxy.localhost"\nserver = "127.0.0.1:9"\nsecret = "s"\n'
-        'target = "svc@localhost"\n'
+        f'target = "svc@localhost"\n{line}\n'
     )
     result = subprocess.run(
         [*cli_command(), command, "--config", str(config)],
@@ -113,3 +112,27 @@ def test_the_shell_takes_every_name_from_one_core() -> None:
         for line in module.read_text().splitlines():
             assert not line.lstrip().startswith(imports), (module.name, line)
     assert daemon.step is corelib.core.step
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "request_timeout = true",
+        "request_timeout = 0",
+        "max_outstanding = true",
+        "max_outstanding = 1.5",
+        "retry_get = 1",
+        'routing = "fastest"',
+        'allow = ["", "x@y"]',
+    ],
+)
+def test_a_bad_setting_gets_the_same_one_line_whichever_core_runs(
+    tmp_path: Path, line: str, compiled_core: ModuleType
+) -> None:
+    """The compiled core's ProxyConfig would take `true` for seconds, or raise TypeError: the
+    shell checks the settings with client_proxy.core's first (corelib.proxy_config)."""
+    _, pure_run = _cli(tmp_path, "check", "python", line)
+    _, compiled_run = _cli(tmp_path, "check", "compiled", line)
+    assert pure_run.returncode == compiled_run.returncode == 2, (pure_run, compiled_run)
+    assert len(pure_run.stderr.splitlines()) == 1, pure_run.stderr
+    assert compiled_run.stderr == pure_run.stderr
