@@ -61,6 +61,8 @@ def _carried(value: Any) -> Any:
 def _plain(value: Any) -> Any:
     """``value`` from either core as plain data: its type's name and its fields, all the way."""
     cls = type(value)
+    if cls.__name__ == "NotKept":  # the payload a request no longer holds: a class of each copy's
+        return "<payload not kept>"  # own, made by type(), which the compiled copy puts elsewhere
     if cls.__module__.startswith((_PURE + ".", _COMPILED + ".")):
         if isinstance(value, enum.Enum):
             return (cls.__name__, value.name)
@@ -71,8 +73,6 @@ def _plain(value: Any) -> Any:
             )
         if isinstance(value, tuple):
             return (cls.__name__, tuple(map(_plain, value)))
-        if cls.__name__ == "NotKept":  # the payload a request no longer holds
-            return "<payload not kept>"
     if isinstance(value, tuple | list):
         return tuple(map(_plain, value))
     if isinstance(value, frozenset):
