@@ -27,6 +27,7 @@ from client_proxy.core import (
     initial_state,
     step,
 )
+from client_proxy.core._recovery import sealed_deadline
 from client_proxy.core._seal import (
     CALL,
     REQUEST,
@@ -38,6 +39,7 @@ from client_proxy.core._seal import (
     sealed_size,
     wall_ms,
 )
+from client_proxy.core._state import Step
 from client_proxy.testing import strategies as cps
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
@@ -65,6 +67,9 @@ directions = st.sampled_from([REQUEST, CALL])
 @given(keys, directions, fields, answerers)
 @example(b"", REQUEST, Sealed("00000000", 0, 0, "", "", ""), "")
 @example(b"k", CALL, Sealed("ffffffff", 1, 2, "a.b", "proxy.example.org/x.y", "1.2.3"), "u@x/y")
+# A resource name of 15 characters or more: its length takes the hex digit f, or two digits.
+@example(b"k", REQUEST, Sealed("0000abcd", 3, 4, "focus-0123456789abcdef", "", "q1"), "u@x/y")
+@example(b"k", REQUEST, Sealed("0000abcd", 3, 4, "r" * 15, "proxy.example.org", "q1"), "u@x/y")
 def test_sealing_then_opening_gives_back_every_field(key, direction, sealed, answerer):
     ident = seal(key, direction, sealed, answerer)
     assert open_id(key, direction, ident, answerer) == sealed
@@ -127,9 +132,23 @@ def test_the_mac_is_hmac_sha256(key, message):
 
 
 @given(st.one_of(st.floats(allow_nan=True), st.integers(-(2**70), 2**70).map(float)))
+@example(2.0**63 / 1000.0)  # exactly 2**63 ms: the first value that must be clamped
 def test_any_clock_makes_a_deadline(seconds):
     ms = wall_ms(seconds)
     assert 0 <= ms < 2**63
+
+
+@given(
+    st.one_of(st.floats(allow_nan=True), st.integers(-(2**70), 2**70).map(float)),
+    st.one_of(st.floats(allow_nan=True), st.floats(-1e12, 1e12)),
+)
+@example(10.0, -1e9)  # a wall clock before 1970: the deadline carried is 0, not negative
+@example(10.0, 1.7e9)
+def test_a_forwards_sealed_deadline_is_its_deadline_on_the_wall_clock(deadline, epoch):
+    """_recovery.sealed_deadline, the hot path's own spelling of wall_ms(deadline + epoch)."""
+    w = Step(initial_state(ProxyConfig(PROXY, TARGET)), 0.0)
+    w.epoch = epoch
+    assert sealed_deadline(w, deadline) == wall_ms(deadline + epoch)
 
 
 @given(

@@ -5,7 +5,14 @@ them, so a missing entry would go unnoticed anywhere else."""
 
 from __future__ import annotations
 
-from client_proxy.core import ERROR_CONDITIONS, ERROR_TYPES, IQ_TYPES, PRESENCE_TYPES
+import pytest
+from client_proxy.core import (
+    ERROR_CONDITIONS,
+    ERROR_TYPES,
+    IQ_TYPES,
+    PRESENCE_TYPES,
+    StanzaError,
+)
 from slixmpp.stanza import Iq, Presence
 from slixmpp.stanza.error import Error
 
@@ -31,3 +38,11 @@ def test_error_conditions_are_rfc_6120s() -> None:
     removed `payment-required` (RFC 6120 Appendix D, "Differences from RFC 3920")."""
     rfc_3920 = set(Error.conditions)
     assert (rfc_3920 - {"payment-required"}) | {"policy-violation"} == ERROR_CONDITIONS
+
+
+def test_the_core_builds_only_the_errors_rfc_6120_defines() -> None:
+    assert StanzaError.build("wait", "remote-server-timeout").condition == "remote-server-timeout"
+    with pytest.raises(ValueError, match=r"error type 'later' is not one of RFC 6120 §8\.3\.2"):
+        StanzaError.build("later", "remote-server-timeout")
+    with pytest.raises(ValueError, match=r"condition 'too-slow' is not one of RFC 6120 §8\.3\.3"):
+        StanzaError.build("wait", "too-slow")
