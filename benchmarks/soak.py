@@ -61,6 +61,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from client_proxy.core._seal import original_of
 from client_proxy.testing.prosody import Prosody, prosody_available
 
 from ._procs import ProxyProcess, rss_kib, write_proxy_config
@@ -94,11 +95,21 @@ class Sent:
     type: str
 
 
+def _instance_of(ident: str) -> str:
+    """The tag of the instance that sealed ``ident`` (``client_proxy.core._seal``: it follows the
+    original id, which follows its length); "" for an id that is not sealed."""
+    original = original_of(ident)
+    if original is None:
+        return ""
+    start = ident.find(".") + 1 + len(original)
+    return ident[start : start + 8]
+
+
 @dataclass
 class Forward:
     """One request as it reached a target resource."""
 
-    #: The instance that forwarded it: the first field of its sealed id, a random tag per process.
+    #: The instance that forwarded it: the tag in its sealed id, random per process.
     instance: str
     reached: float
     #: When the resource sent its answer; None: it never did (it stalled, or left first).
@@ -222,7 +233,7 @@ class Resource:
             return
         key = attrs.get("id", "")
         self.held.add(key)
-        forward = Forward(key.split(".", 1)[0], time.monotonic())
+        forward = Forward(_instance_of(key), time.monotonic())
         if top.child_attrs is not None and "n" in top.child_attrs:
             self.forwards.setdefault(top.child_attrs["n"], []).append(forward)
         if self.stalled:
