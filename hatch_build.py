@@ -20,7 +20,7 @@ when src/core has changed since (about 15 s; a no-op otherwise). CLIENT_PROXY_CO
 
 from __future__ import annotations
 
-import hashlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -30,9 +30,22 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-#: The compiled core's package, and the file in it that names the source it was compiled from.
-COMPILED = "compiled_core"
-SOURCE_STAMP = "SOURCE-SHA256"
+
+def _load_stamp() -> Any:
+    # src/shell/stamp.py by its path (client_proxy is not installed where a build runs): the
+    # digest the daemon checks is the one computed here.
+    path = Path(__file__).resolve().parent / "src" / "shell" / "stamp.py"
+    spec = importlib.util.spec_from_file_location("_client_proxy_stamp", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_stamp = _load_stamp()
+COMPILED: str = _stamp.COMPILED
+SOURCE_STAMP: str = _stamp.STAMP
+source_digest = _stamp.source_digest
 
 
 class EditableTree(BuildHookInterface):
@@ -84,15 +97,6 @@ class EditableTree(BuildHookInterface):
 
 def _warn(message: str) -> None:
     print(f"client-proxy: compiled core not built: {message}", file=sys.stderr)
-
-
-def source_digest(core: Path) -> str:
-    """SHA-256 over the core's modules (names and contents, in name order): what a compiled copy
-    records, and what client_proxy.shell.corelib compares with the core it finds installed."""
-    digest = hashlib.sha256()
-    for module in sorted(core.glob("*.py")):
-        digest.update(module.name.encode() + b"\0" + module.read_bytes() + b"\0")
-    return digest.hexdigest()
 
 
 def compile_core(core: Path, out: Path) -> str | None:

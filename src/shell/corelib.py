@@ -22,7 +22,6 @@ that one process never mixes the two copies' types.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import os
 from pathlib import Path
@@ -31,36 +30,29 @@ from typing import Any
 
 import client_proxy.core as pure
 
+from .stamp import COMPILED, STAMP, source_digest
+
 __all__ = ["CHOICES", "CoreUnavailable", "choose", "core", "problem", "proxy_config", "why"]
 
 #: The values of CLIENT_PROXY_CORE.
 CHOICES = ("auto", "compiled", "python")
-_STAMP = "SOURCE-SHA256"
 
 
 class CoreUnavailable(RuntimeError):
     """CLIENT_PROXY_CORE asks for what cannot be had (one line, for the operator)."""
 
 
-def _digest(folder: Path) -> str:
-    # hatch_build.source_digest, which wrote the stamp: the two must agree.
-    digest = hashlib.sha256()
-    for module in sorted(folder.glob("*.py")):
-        digest.update(module.name.encode() + b"\0" + module.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
 def _compiled() -> tuple[ModuleType | None, str]:
     """The compiled core if it is importable and current, and a few words saying why or why not."""
     try:
-        compiled = importlib.import_module("client_proxy.compiled_core")
+        compiled = importlib.import_module(f"client_proxy.{COMPILED}")
     except ImportError as exc:
         return None, f"the compiled core is not built ({exc})"
     try:
-        stamp = Path(compiled.__file__ or "").with_name(_STAMP).read_text().strip()
+        stamp = Path(compiled.__file__ or "").with_name(STAMP).read_text().strip()
     except OSError:
         return None, "the compiled core has no record of its source"
-    if stamp != _digest(Path(pure.__file__).parent):
+    if stamp != source_digest(Path(pure.__file__).parent):
         return None, "the compiled core was built from other source than client_proxy.core's"
     return compiled, "client_proxy.compiled_core (compiled by mypyc)"
 

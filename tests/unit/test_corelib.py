@@ -28,13 +28,13 @@ def _hook() -> object:
 def test_the_digest_is_the_one_the_build_hook_records(tmp_path: Path) -> None:
     hook = _hook()
     core = Path(pure.__file__).parent
-    assert corelib._digest(core) == hook.source_digest(core)  # type: ignore[attr-defined]
+    assert corelib.source_digest(core) == hook.source_digest(core)  # type: ignore[attr-defined]
     (tmp_path / "a.py").write_text("A = 1\n")
     (tmp_path / "b.py").write_text("B = 2\n")
-    before = corelib._digest(tmp_path)
+    before = corelib.source_digest(tmp_path)
     assert before == hook.source_digest(tmp_path)  # type: ignore[attr-defined]
     (tmp_path / "b.py").write_text("B = 3\n")
-    assert corelib._digest(tmp_path) != before
+    assert corelib.source_digest(tmp_path) != before
 
 
 def test_python_is_the_pure_core() -> None:
