@@ -15,7 +15,7 @@ from ._jid import resource_of
 from ._link import send
 from ._outputs import ended
 from ._queue import dequeue, enqueue
-from ._recovery import deliver, sealed_deadline
+from ._recovery import deliver, owed_to_nobody, sealed_deadline
 from ._seal import CALL, Sealed, open_id, seal
 from ._stanzas import Stanza, footprint
 from ._state import Call, Step
@@ -89,11 +89,8 @@ def call_answered(w: Step, s: Stanza, user: str, measured: int = 0) -> None:
         opened = open_id(cfg.seal_key, CALL, key[1], user)
         if opened is None:
             w.count("dropped.unsolicited_reply")
-        elif opened.instance == w.instance:
-            # Answered already (a timeout, its resource gone), or a second answer.
-            w.count("dropped.call_late")
-        elif opened.instance in w.settled:
-            w.count("dropped.call_after_stop")  # answered by its process before it stopped
+        elif (why := owed_to_nobody(w, opened)) is not None:
+            w.count(f"dropped.call_{why}")
         else:
             # The resource that started it (the bare JID, if that is what the server stamped).
             to = f"{cfg.target}/{opened.resource}" if opened.resource else cfg.target

@@ -20,7 +20,7 @@ from ._seal import Sealed, wall_ms
 from ._stanzas import Stanza
 from ._state import Step
 
-__all__ = ["deliver", "sealed_deadline"]
+__all__ = ["deliver", "owed_to_nobody", "sealed_deadline"]
 
 
 def sealed_deadline(w: Step, deadline: float) -> int:
@@ -28,6 +28,20 @@ def sealed_deadline(w: Step, deadline: float) -> int:
     ms = (deadline + w.epoch) * 1000.0
     # wall_ms's clamping, for the clocks (infinite, NaN, before 1970) that need it.
     return int(ms) if 0.0 < ms < 9.2e18 else wall_ms(deadline + w.epoch)
+
+
+def owed_to_nobody(w: Step, opened: Sealed) -> str | None:
+    """Why an answer whose id opened as ``opened``, and that nothing outstanding here awaits, is
+    owed to nobody, as the end of its counter's name: ``late`` if this process sealed it (it has
+    answered it since: a timeout, the resource's departure, a retry elsewhere; or this is a
+    second answer), ``after_stop`` if an instance that stopped cleanly did (it answered
+    everything before it ended, the drain's errors included); None if it is another instance's,
+    for :func:`deliver`."""
+    if opened.instance == w.instance:
+        return "late"
+    if opened.instance in w.settled:
+        return "after_stop"
+    return None
 
 
 def deliver(w: Step, s: Stanza, opened: Sealed, from_: str, to: str, *, measured: int) -> None:

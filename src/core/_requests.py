@@ -24,7 +24,7 @@ from ._link import send
 from ._outputs import ended
 from ._policy import admit, within_caps
 from ._queue import dequeue, enqueue, take_number
-from ._recovery import deliver, sealed_deadline
+from ._recovery import deliver, owed_to_nobody, sealed_deadline
 from ._routing import candidates, choose, track_failures
 from ._seal import REQUEST, open_id, original_of, seal
 from ._stanzas import Stanza, StanzaError, footprint
@@ -216,13 +216,8 @@ def _not_outstanding(w: Step, s: Stanza, requester: str, sender: str, *, measure
         w.count("dropped.reply_forged")
     elif sender != f"{cfg.target}/{opened.resource}":
         w.count("dropped.reply_wrong_resource")
-    elif opened.instance == w.instance:
-        # This process sent it and has answered it since (a timeout, the resource's departure,
-        # a retry elsewhere), or this is a second answer: nobody is owed it.
-        w.count("dropped.reply_late")
-    elif opened.instance in w.settled:
-        # The process that sent it answered everything before it stopped (the drain's end).
-        w.count("dropped.reply_after_stop")
+    elif (why := owed_to_nobody(w, opened)) is not None:
+        w.count(f"dropped.reply_{why}")
     else:
         to = opened.wrote_to or cfg.proxy_domain
         deliver(w, s, opened, to, requester, measured=measured)
