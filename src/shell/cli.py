@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="client-proxy",
         description="Serve an XMPP component address from the online resources of one client "
         "account (an external XEP-0114 component with Jabber Address Translation).",
+        epilog="environment: CLIENT_PROXY_CORE=auto (default: the core compiled by mypyc if it "
+        "was built from the installed source, else the pure one), compiled (that, or exit 2), "
+        "python. `check` says which `run` will use.",
     )
     parser.add_argument("--version", action="version", version=f"client-proxy {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
